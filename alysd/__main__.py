@@ -1,0 +1,3 @@
+from alysd.daemon import main
+
+main()

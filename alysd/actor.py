@@ -1,0 +1,75 @@
+"""The actor behaviour: what an actor author writes (gen_server's role in OTP).
+
+An actor is a class; alysd runs each configured actor in its own OS process and
+owns everything around the callbacks: sockets, the receive loop, heartbeats,
+shutdown. Subclasses override only the hooks they need::
+
+    from alysd import Actor
+
+    class Echo(Actor):
+        def handle_message(self, message, ctx):
+            return message          # the return value is the reply to a request
+
+Every hook may be a plain function or an ``async def``. Guarantees:
+
+* Messages are handled one at a time, in arrival order, each to completion
+  (an async handler is awaited before the next message is taken).
+* ``started(ctx)`` runs before any message is handled; the actor counts as
+  ready (and its supervisor starts the next sibling) only once it returns.
+  If it raises, the incarnation exits as a failed start.
+* ``stopped(ctx)`` runs on an orderly stop (SIGTERM), after the message in
+  progress has finished. It does not run when the process is killed.
+* An exception in ``handle_message`` is logged with the actor and message id and
+  becomes an error reply to the requester; the actor keeps running.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+if TYPE_CHECKING:
+    from alysd.proc_actor import Context
+
+
+class Health(msgspec.Struct, frozen=True):
+    """The answer of ``health_check()``: ``healthy``, ``degraded`` or ``unhealthy``."""
+
+    status: str
+    reason: str | None = None
+
+
+def Healthy() -> Health:
+    return Health("healthy")
+
+
+def Degraded(reason: str) -> Health:
+    return Health("degraded", reason)
+
+
+def Unhealthy(reason: str) -> Health:
+    return Health("unhealthy", reason)
+
+
+class Actor:
+    """Base class of every alysd actor. Instantiated with no arguments after fork;
+    configuration arrives as ``ctx.config``."""
+
+    #: Type that incoming payloads are decoded into (any msgspec type, e.g. a
+    #: Struct or a tagged union of Structs). ``Any`` gives builtins (dict, list, ...).
+    message_type: ClassVar[Any] = Any
+
+    def started(self, ctx: "Context") -> None:
+        """Called once the process serves its inbox, before any message."""
+
+    def stopped(self, ctx: "Context") -> None:
+        """Called on an orderly stop, after the last message."""
+
+    def health_check(self) -> Health:
+        """Reported to the supervisor with every heartbeat."""
+        return Healthy()
+
+    def handle_message(self, message: Any, ctx: "Context") -> Any:
+        """Handle one message; for a request the return value is the reply."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle messages")

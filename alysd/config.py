@@ -1,0 +1,697 @@
+"""Configuration of an alysd system: the specs, and the loader that builds them.
+
+A config file (TOML) declares a supervision tree: ``[supervisors.NAME]`` tables
+linked by ``parent``, ``[actors.NAME]`` tables linked by ``supervisor``, and an
+optional ``[system]`` table of runtime-wide defaults. ``load_config`` turns it
+into a frozen :class:`Config` or raises one :class:`ConfigError` listing every
+problem found, each located by its dotted key path.
+
+Choices that are not obvious from the code:
+
+* Every key is checked by its own small checker rather than by one
+  ``msgspec.convert`` per entry: msgspec stops at the first error of a struct,
+  and an operator fixing a file wants all of them at once, each message
+  showing the value found. The results are msgspec Structs.
+* Loading has three phases: read every table (key-level issues), check the
+  tree (names, references, root, cycles), then build the specs. A reference
+  check is skipped when the key it depends on was already refused, so one
+  mistake is reported once, not again as its consequences.
+* Children start in file order, but a supervisor's children come from two
+  TOML tables, whose relative order ``tomllib`` loses. That order is recovered
+  by scanning the raw text for ``[supervisors.NAME]`` / ``[actors.NAME]``
+  headers; entries written without their own header (inline tables, dotted
+  keys) and configs given as dicts fall back to supervisors before actors,
+  each in dict order.
+* The module is pure: besides reading the config file it only imports actor
+  classes, and only when asked to (no zmq, no psutil, no process code).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from alysd.errors import ConfigError, ConfigIssue
+from alysd.units import DURATION_FORM, SIZE_FORM, format_duration, parse_duration, parse_size
+
+MiB = 1 << 20
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+"""Supervisor and actor names: they become socket file names and process titles."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Strategy(enum.Enum):
+    """How a supervisor reacts when one of its children fails."""
+
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+
+
+class ChildPolicy(enum.Enum):
+    """How one actor is restarted (pacing and giving up), per child."""
+
+    ONE_FOR_ONE = "one_for_one"
+    EXPONENTIAL_BACKOFF = "exponential_backoff"
+    CIRCUIT_BREAKER = "circuit_breaker"
+    NEVER = "never"
+
+
+class Restart(enum.Enum):
+    """Which exits of an actor lead to a restart (as in OTP)."""
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    TEMPORARY = "temporary"
+
+
+class Backpressure(enum.Enum):
+    """What a full mailbox does with one more message."""
+
+    DROP_OLDEST = "drop_oldest"
+    DROP_NEWEST = "drop_newest"
+    BLOCK = "block"
+    FAIL = "fail"
+
+
+class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Runtime-wide settings; durations in seconds, sizes in bytes."""
+
+    runtime_dir: str | None = None
+    heartbeat_interval: float = 1.0
+    start_timeout: float = 10.0
+    shutdown_timeout: float = 5.0
+    max_message_bytes: int = 16 * MiB
+    log_level: str = "info"
+
+
+class MailboxSpec(msgspec.Struct, frozen=True, kw_only=True):
+    capacity: int = 10000
+    backpressure: Backpressure = Backpressure.BLOCK
+
+
+class BackoffSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Exponential backoff parameters; ``reset_after`` is always a float
+    once constructed (10 x ``initial_delay`` when not given)."""
+
+    initial_delay: float = 0.1
+    max_delay: float = 10.0
+    multiplier: float = 2.0
+    max_retries: int = 10
+    reset_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.reset_after is None:
+            msgspec.structs.force_setattr(self, "reset_after", 10 * self.initial_delay)
+
+
+class BreakerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    failure_threshold: int = 5
+    recovery_timeout: float = 30.0
+    success_threshold: int = 1
+
+
+class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A supervisor; ``parent`` is None for the root only."""
+
+    name: str
+    parent: str | None = None
+    strategy: Strategy = Strategy.ONE_FOR_ONE
+    max_retries: int = 3
+    within_time: float = 5.0
+
+
+class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An actor; ``shutdown_timeout`` None means brutal_kill (no grace period).
+
+    ``config`` is the actor's free-form ``[actors.NAME.config]`` table.
+    """
+
+    name: str
+    supervisor: str
+    class_path: str
+    strategy: ChildPolicy = ChildPolicy.ONE_FOR_ONE
+    restart: Restart = Restart.PERMANENT
+    memory_limit: int | None = None
+    cpu_limit: float | None = None
+    start_timeout: float = 10.0
+    shutdown_timeout: float | None = 5.0
+    backoff: BackoffSpec = msgspec.field(default_factory=BackoffSpec)
+    breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
+    mailbox: MailboxSpec = msgspec.field(default_factory=MailboxSpec)
+    subscribe: tuple[str, ...] = ()
+    config: dict[str, Any] = {}
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated supervision tree.
+
+    Guarantees (for a Config made by this module): exactly one root
+    supervisor, every parent/supervisor reference resolves to a supervisor,
+    no cycles. ``supervisors`` and ``actors`` are in depth-first start order;
+    ``start_order`` is the whole tree in that order as ("supervisor"|"actor",
+    name) pairs, root first, which is what ``children`` reads.
+    """
+
+    system: SystemSpec
+    supervisors: dict[str, SupervisorSpec]
+    actors: dict[str, ActorSpec]
+    root: str
+    start_order: tuple[tuple[str, str], ...]
+    source: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def children(self, supervisor: str) -> list[tuple[str, str]]:
+        """Direct children of ``supervisor`` as (kind, name), in start order.
+
+        Raises KeyError when ``supervisor`` is not a supervisor.
+        """
+        if supervisor not in self.supervisors:
+            raise KeyError(f"no supervisor named {supervisor!r}")
+        return [(kind, name) for kind, name in self.start_order
+                if self._parent(kind, name) == supervisor]
+
+    def actors_under(self, supervisor: str) -> list[str]:
+        """Every actor in the subtree of ``supervisor``, in start order."""
+        if supervisor not in self.supervisors:
+            raise KeyError(f"no supervisor named {supervisor!r}")
+        return [name for name in self.actors if supervisor in self.path(name)]
+
+    def path(self, name: str) -> list[str]:
+        """Names from the root down to ``name`` (an actor or a supervisor), inclusive."""
+        if name in self.actors:
+            chain, up = [name], self.actors[name].supervisor
+        elif name in self.supervisors:
+            chain, up = [], name
+        else:
+            raise KeyError(f"no actor or supervisor named {name!r}")
+        while up is not None:
+            chain.append(up)
+            up = self.supervisors[up].parent
+        return chain[::-1]
+
+    def _parent(self, kind: str, name: str) -> str | None:
+        if kind == "actor":
+            return self.actors[name].supervisor
+        return self.supervisors[name].parent
+
+
+# --- key checkers: each returns the decoded value or raises ValueError(message)
+
+Checker = Callable[[Any], Any]
+
+
+def _show(value: Any) -> str:
+    """The found value as an operator reads it in TOML terms."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    text = repr(value) if isinstance(value, (str, int, float)) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _string(what: str) -> Checker:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected {what}, got {_show(value)}")
+        return value
+    return check
+
+
+def _choice(options: Iterable[str], make: Callable[[str], Any] = str) -> Checker:
+    options = tuple(options)
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}; got {_show(value)}")
+        return make(value)
+    return check
+
+
+def _enum(cls: type[enum.Enum]) -> Checker:
+    return _choice((member.value for member in cls), cls)
+
+
+def _integer(minimum: int) -> Checker:
+    def check(value: Any) -> int:
+        # bool is an int in Python but not in TOML
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {_show(value)}")
+        return value
+    return check
+
+
+def _number(bound: float, inclusive: bool) -> Checker:
+    relation = ">=" if inclusive else ">"
+
+    def check(value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        try:
+            number = float(value) if ok else math.nan
+        except OverflowError:  # an int beyond float range
+            number = math.inf
+        if not (math.isfinite(number) and (number >= bound if inclusive else number > bound)):
+            raise ValueError(f"expected a number {relation} {bound:g}, got {_show(value)}")
+        return number
+    return check
+
+
+def _positive(parse: Callable[[str], Any], form: str, what: str) -> Checker:
+    def check(value: Any) -> Any:
+        if not isinstance(value, str):  # checked here to show the value in TOML terms
+            raise ValueError(f"expected {form}, got {_show(value)}")
+        amount = parse(value)
+        if amount <= 0:
+            raise ValueError(f"expected {what} > 0, got {_show(value)}")
+        return amount
+    return check
+
+
+_duration = _positive(parse_duration, DURATION_FORM, "a duration")
+_size = _positive(parse_size, SIZE_FORM, "a size")
+
+
+def _shutdown_timeout(value: Any) -> float | None:
+    if value == "brutal_kill":
+        return None
+    try:
+        return _duration(value)
+    except ValueError as e:
+        raise ValueError('expected "brutal_kill" or ' + str(e).removeprefix("expected ")) from None
+
+
+def _event_types(value: Any) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+        raise ValueError(f"expected an array of event type names, got {_show(value)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _class_path(value: Any) -> str:
+    module, colon, name = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if not (colon and name.isidentifier() and all(p.isidentifier() for p in module.split("."))):
+        raise ValueError(f'expected "module.path:ClassName", got {_show(value)}')
+    return value
+
+
+def _table(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table, got {_show(value)}")
+    return value
+
+
+# A schema maps each allowed key to its checker, or to a nested schema for a
+# sub-table. Defaults are not repeated here: absent keys take the spec's default.
+Schema = dict[str, "Checker | Schema"]
+
+_SYSTEM: Schema = {
+    "runtime_dir": _string("a directory path"),
+    "heartbeat_interval": _duration,
+    "start_timeout": _duration,
+    "shutdown_timeout": _duration,
+    "max_message_bytes": _size,
+    "log_level": _choice(LOG_LEVELS),
+}
+_SUPERVISOR: Schema = {
+    "parent": _string("a supervisor name"),
+    "strategy": _enum(Strategy),
+    "max_retries": _integer(0),
+    "within_time": _duration,
+}
+_BACKOFF: Schema = {
+    "initial_delay": _duration,
+    "max_delay": _duration,
+    "multiplier": _number(1, inclusive=True),
+    "max_retries": _integer(0),
+    "reset_after": _duration,
+}
+_BREAKER: Schema = {
+    "failure_threshold": _integer(1),
+    "recovery_timeout": _duration,
+    "success_threshold": _integer(1),
+}
+_ACTOR: Schema = {
+    "supervisor": _string("a supervisor name"),
+    "class": _class_path,
+    "strategy": _enum(ChildPolicy),
+    "restart": _enum(Restart),
+    "memory_limit": _size,
+    "cpu_limit": _number(0, inclusive=False),
+    "start_timeout": _duration,
+    "shutdown_timeout": _shutdown_timeout,
+    **_BACKOFF,
+    **_BREAKER,
+    "mailbox": {"capacity": _integer(1), "backpressure": _enum(Backpressure)},
+    "subscribe": _event_types,
+    "config": _table,
+}
+_ACTOR_REQUIRED = ("supervisor", "class")
+_SECTIONS = ("system", "supervisors", "actors")
+_DEFAULT_BACKOFF = BackoffSpec()
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+# Stands for a key that was present but refused (and already reported).
+_REFUSED: Any = object()
+
+
+def _key(*parts: Any) -> str:
+    """Dotted key path; parts that are not TOML bare keys are quoted."""
+    return ".".join(p if isinstance(p, str) and _BARE_KEY.fullmatch(p)
+                    else json.dumps(str(p), ensure_ascii=False) for p in parts)
+
+
+def _read(value: Any, schema: Schema, path: str, issues: list[ConfigIssue]) -> dict | None:
+    """Check a table against ``schema``; return its accepted keys' decoded values.
+
+    Refused keys are reported and map to ``_REFUSED``, so later checks can
+    tell "refused" from "absent"; unknown keys are reported and left out.
+    Returns None (reported) when ``value`` is not a table at all.
+    """
+    if not isinstance(value, dict):
+        issues.append(ConfigIssue(path, f"expected a table, got {_show(value)}"))
+        return None
+    accepted: dict[str, Any] = {}
+    for key, item in value.items():
+        where = f"{path}.{_key(key)}"
+        rule = schema.get(key) if isinstance(key, str) else None
+        if rule is None:
+            issues.append(ConfigIssue(where, "unknown key"))
+        elif isinstance(rule, dict):
+            sub = _read(item, rule, where, issues)
+            accepted[key] = _REFUSED if sub is None else sub
+        else:
+            try:
+                accepted[key] = rule(item)
+            except ValueError as e:
+                issues.append(ConfigIssue(where, str(e)))
+                accepted[key] = _REFUSED
+    return accepted
+
+
+def _read_entries(data: dict, section: str, schema: Schema,
+                  issues: list[ConfigIssue]) -> dict[Any, dict | None] | None:
+    """Read every entry of ``[section.*]``: name -> accepted values (None when
+    the entry is not a table). None when the section itself is not a table."""
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        issues.append(ConfigIssue(section, f"expected a table of {section}, got {_show(table)}"))
+        return None
+    entries = {}
+    for name, entry in table.items():
+        path = _key(section, name)
+        if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
+            issues.append(ConfigIssue(path, f"invalid name {_show(name)}: expected a lowercase "
+                                      "letter followed by at most 47 lowercase letters, "
+                                      "digits, '_' or '-'"))
+        entries[name] = _read(entry, schema, path, issues)
+    return entries
+
+
+def _check_actor(name: str, values: dict, issues: list[ConfigIssue]) -> None:
+    """Actor checks beyond single keys: required keys, max_delay >= initial_delay."""
+    path = _key("actors", name)
+    for key in _ACTOR_REQUIRED:
+        if key not in values:
+            issues.append(ConfigIssue(f"{path}.{key}", "required key missing"))
+    initial = values.get("initial_delay", _DEFAULT_BACKOFF.initial_delay)
+    maximum = values.get("max_delay", _DEFAULT_BACKOFF.max_delay)
+    if _REFUSED in (initial, maximum) or maximum >= initial:
+        return
+    if "max_delay" in values:
+        issues.append(ConfigIssue(f"{path}.max_delay", "expected a duration >= initial_delay "
+                                  f"({format_duration(initial)}), got {format_duration(maximum)}"))
+    else:
+        issues.append(ConfigIssue(f"{path}.initial_delay", "expected a duration <= max_delay "
+                                  f"(default {format_duration(maximum)}), "
+                                  f"got {format_duration(initial)}"))
+
+
+def _no_supervisor(name: str, actors: dict) -> str:
+    hint = f" ({name!r} is an actor)" if name in actors else ""
+    return f"no supervisor named {name!r}{hint}"
+
+
+def _cycles(parents: dict[Any, Any]) -> list[list[Any]]:
+    """Each parent cycle once, as the list of its members."""
+    walked_from: dict[Any, Any] = {}
+    cycles = []
+    for start in parents:
+        trail, node = [], start
+        while node in parents and node not in walked_from:
+            walked_from[node] = start
+            trail.append(node)
+            node = parents[node]
+        # Meeting a node of this very walk closes a cycle; meeting an older
+        # walk's node means the cycle (if any) was already found from there.
+        if node in walked_from and walked_from[node] == start:
+            cycles.append(trail[trail.index(node):])
+    return cycles
+
+
+def _check_tree(supervisors: dict[Any, dict | None], actors: dict[Any, dict | None],
+                issues: list[ConfigIssue]) -> None:
+    """Unique names, resolvable references, exactly one root, no parent cycle."""
+    for name in actors:
+        if name in supervisors:
+            issues.append(ConfigIssue(_key("actors", name),
+                                      f"name already used by supervisor {name}"))
+    # Supervisors whose parent was refused are left out: their place in the
+    # tree is unknown, and guessing would report the same mistake again.
+    parents = {name: values.get("parent") for name, values in supervisors.items()
+               if values is not None and values.get("parent") is not _REFUSED}
+    for name, parent in parents.items():
+        if parent is not None and parent not in supervisors:
+            issues.append(ConfigIssue(_key("supervisors", name, "parent"),
+                                      _no_supervisor(parent, actors)))
+    for name, values in actors.items():
+        supervisor = values.get("supervisor") if values else None
+        if isinstance(supervisor, str) and supervisor not in supervisors:
+            issues.append(ConfigIssue(_key("actors", name, "supervisor"),
+                                      _no_supervisor(supervisor, actors)))
+    if not supervisors:
+        issues.append(ConfigIssue("supervisors", "at least one supervisor is required"))
+        return
+    roots = [name for name, parent in parents.items() if parent is None]
+    if len(roots) > 1:
+        issues.append(ConfigIssue("supervisors", f"{len(roots)} root supervisors "
+                                  f"({', '.join(map(str, roots))}): exactly one supervisor "
+                                  "must have no parent"))
+    elif not roots and len(parents) == len(supervisors):
+        issues.append(ConfigIssue("supervisors", "no root supervisor: exactly one supervisor "
+                                  "must have no parent"))
+    for cycle in _cycles(parents):
+        issues.append(ConfigIssue(_key("supervisors", cycle[0], "parent"),
+                                  "parent cycle: " + " -> ".join(map(str, cycle + cycle[:1]))))
+
+
+def _actor_spec(name: str, values: dict, system: SystemSpec) -> ActorSpec:
+    values = dict(values)
+
+    def take(schema: Schema) -> dict:
+        return {key: values.pop(key) for key in schema if key in values}
+
+    return ActorSpec(
+        name=name,
+        supervisor=values.pop("supervisor"),
+        class_path=values.pop("class"),
+        backoff=BackoffSpec(**take(_BACKOFF)),
+        breaker=BreakerSpec(**take(_BREAKER)),
+        mailbox=MailboxSpec(**values.pop("mailbox", {})),
+        start_timeout=values.pop("start_timeout", system.start_timeout),
+        shutdown_timeout=values.pop("shutdown_timeout", system.shutdown_timeout),
+        **values,  # strategy, restart, memory_limit, cpu_limit, subscribe, config
+    )
+
+
+# Keys that only mean something under one child policy.
+_POLICY_KEYS = {ChildPolicy.EXPONENTIAL_BACKOFF: _BACKOFF, ChildPolicy.CIRCUIT_BREAKER: _BREAKER}
+
+
+def _actor_warnings(actor: ActorSpec, given: Iterable[str],
+                    supervisor: SupervisorSpec) -> list[str]:
+    """Non-fatal findings: ignored policy keys, an unreachable intensity window."""
+    where = _key("actors", actor.name)
+    found = []
+    for policy, schema in _POLICY_KEYS.items():
+        unused = [key for key in given if key in schema]
+        if unused and actor.strategy is not policy:
+            found.append(f"{where}: {', '.join(unused)} ignored: only used with strategy = "
+                         f'"{policy.value}", not "{actor.strategy.value}"')
+    span = actor.backoff.max_delay * supervisor.max_retries
+    if actor.strategy is ChildPolicy.EXPONENTIAL_BACKOFF and span > supervisor.within_time:
+        found.append(f"{where}: restart intensity window unreachable with this backoff: "
+                     f"max_delay ({format_duration(actor.backoff.max_delay)}) x max_retries "
+                     f"of supervisor {supervisor.name} ({supervisor.max_retries}) = "
+                     f"{format_duration(span)} > its within_time "
+                     f"({format_duration(supervisor.within_time)})")
+    return found
+
+
+# A table header naming an entry: [supervisors.NAME...] or [actors.NAME...]
+# (bare, "quoted" or 'literal' NAME). A header-like line inside a multi-line
+# string would count too; the only effect is on start order.
+_HEADER = re.compile(r"""^[ \t]*\[[ \t]*(supervisors|actors)[ \t]*\.[ \t]*"""
+                     r"""(?:"([^"\\\n]*)"|'([^'\n]*)'|([A-Za-z0-9_-]+))""", re.MULTILINE)
+
+
+def _header_positions(text: str) -> dict[tuple[str, str], int]:
+    """("supervisor"|"actor", name) -> rank of the first header naming it."""
+    positions: dict[tuple[str, str], int] = {}
+    for match in _HEADER.finditer(text):
+        kind = "supervisor" if match[1] == "supervisors" else "actor"
+        name = next(group for group in match.groups()[1:] if group is not None)
+        positions.setdefault((kind, name), len(positions))
+    return positions
+
+
+def _start_order(supervisors: dict[str, SupervisorSpec], actors: dict[str, ActorSpec],
+                 root: str, positions: dict[tuple[str, str], int]) -> list[tuple[str, str]]:
+    """The whole tree depth-first, siblings in file order (see module doc)."""
+    nodes = [("supervisor", name) for name in supervisors] + [("actor", name) for name in actors]
+    # Stable sort: entries with a header by header rank, then the rest as listed.
+    nodes.sort(key=lambda node: (node not in positions, positions.get(node, 0)))
+    children: dict[str, list[tuple[str, str]]] = {name: [] for name in supervisors}
+    for kind, name in nodes:
+        parent = supervisors[name].parent if kind == "supervisor" else actors[name].supervisor
+        if parent is not None:
+            children[parent].append((kind, name))
+    order, stack = [], [("supervisor", root)]
+    while stack:  # iterative: a deep chain of supervisors must not hit the recursion limit
+        node = stack.pop()
+        order.append(node)
+        if node[0] == "supervisor":
+            stack.extend(reversed(children[node[1]]))
+    return order
+
+
+def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int]) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue("", f"expected a table, got {_show(data)}")], source)
+    issues: list[ConfigIssue] = []
+    for key in data:
+        if key not in _SECTIONS:
+            issues.append(ConfigIssue(_key(key), "unknown key"))
+    system_values = _read(data.get("system", {}), _SYSTEM, "system", issues) or {}
+    supervisor_values = _read_entries(data, "supervisors", _SUPERVISOR, issues)
+    actor_values = _read_entries(data, "actors", _ACTOR, issues) or {}
+    for name, values in actor_values.items():
+        if values is not None:
+            _check_actor(name, values, issues)
+    if supervisor_values is not None:
+        _check_tree(supervisor_values, actor_values, issues)
+    if issues:
+        raise ConfigError(issues, source)
+
+    # From here on every value was accepted and the tree is sound.
+    system = SystemSpec(**system_values)
+    supervisors = {name: SupervisorSpec(name=name, **values)
+                   for name, values in supervisor_values.items()}
+    actors = {name: _actor_spec(name, values, system) for name, values in actor_values.items()}
+    root = next(name for name, spec in supervisors.items() if spec.parent is None)
+    order = _start_order(supervisors, actors, root, positions)
+    warnings = [warning for name, actor in actors.items()
+                for warning in _actor_warnings(actor, actor_values[name],
+                                               supervisors[actor.supervisor])]
+    return Config(
+        system=system,
+        supervisors={name: supervisors[name] for kind, name in order if kind == "supervisor"},
+        actors={name: actors[name] for kind, name in order if kind == "actor"},
+        root=root,
+        start_order=tuple(order),
+        source=source,
+        warnings=tuple(warnings),
+    )
+
+
+def config_from_dict(data: dict, source: str | None = None) -> Config:
+    """Validate already-parsed TOML data; raises ConfigError listing every issue.
+
+    Without the text, siblings start supervisors first, then actors, each in
+    dict order.
+    """
+    return _build(data, source, {})
+
+
+def parse_config(text: str, source: str | None = None) -> Config:
+    """Parse and validate TOML text; raises ConfigError listing every issue."""
+    try:
+        data = tomllib.loads(text)
+    except (ValueError, RecursionError) as e:
+        # ValueError covers TOMLDecodeError and integers too long to convert;
+        # RecursionError comes from deeply nested arrays or inline tables.
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ConfigError([ConfigIssue("", f"not valid TOML: {why}")], source) from None
+    return _build(data, source, _header_positions(text))
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read, parse and validate the file at ``path``.
+
+    Every failure, including an unreadable or non-UTF-8 file, is a
+    ConfigError whose ``source`` is ``path``.
+    """
+    source = os.fsdecode(path)
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode("utf-8")
+    except OSError as e:
+        raise ConfigError([ConfigIssue("", f"cannot read the file: {e.strerror or e}")],
+                          source) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([ConfigIssue("", f"not UTF-8 text: {e}")], source) from None
+    return parse_config(text, source)
+
+
+def import_actor_class(class_path: str) -> type:
+    """Import the class named by "package.module:ClassName".
+
+    Raises ImportError (malformed path, module not importable), AttributeError
+    (no such name in the module) or TypeError (not a subclass of
+    alysd.actor.Actor); errors raised by the module's own code propagate.
+    """
+    # Imported here, not at the top: alysd.actor is a higher layer, and config
+    # must stay importable on its own (no import cycle through the runtime).
+    from alysd.actor import Actor
+
+    module_name, colon, class_name = class_path.partition(":")
+    if not (colon and module_name and class_name):
+        raise ImportError(f'invalid class path {class_path!r}: expected "module.path:ClassName"')
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ImportError(f"cannot import {class_path!r}: {e}") from e
+    try:
+        cls = getattr(module, class_name)
+    except AttributeError:
+        raise AttributeError(f"cannot import {class_path!r}: module {module_name!r} "
+                             f"has no attribute {class_name!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise TypeError(f"{class_path!r} is not a subclass of alysd.actor.Actor")
+    return cls
+
+
+def check_imports(config: Config) -> list[ConfigIssue]:
+    """One issue per actor whose class cannot be imported, at ``actors.NAME.class``."""
+    issues = []
+    for name, actor in config.actors.items():
+        try:
+            import_actor_class(actor.class_path)
+        except Exception as e:  # importing runs arbitrary module code
+            issues.append(ConfigIssue(_key("actors", name, "class"),
+                                      f"cannot load {actor.class_path}: {type(e).__name__}: {e}"))
+    return issues

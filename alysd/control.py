@@ -1,0 +1,58 @@
+"""The control plane's schema and command table (shared by alysd and alysctl).
+
+Frames on the control ROUTER (``<rundir>/control.sock``)::
+
+    alysctl DEALER → [CtlRequest: msgpack array]
+    alysd          → [CtlReply:   msgpack array]   (same ``id``)
+
+Each command is one entry below; the daemon implements it as
+``Supervisor.cmd_<name>(args, reply)`` and may answer later (a restart answers
+once the new incarnation is ready), so no command ever blocks the daemon's loop.
+No command runs code or opens paths chosen by the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from alysd.zmq_bus import ErrorInfo
+
+
+class CtlRequest(msgspec.Struct, array_like=True):
+    id: int
+    command: str
+    args: dict[str, Any] = {}
+
+
+class CtlReply(msgspec.Struct, array_like=True):
+    id: int
+    ok: bool
+    result: msgspec.Raw = msgspec.Raw(b"\xc0")    # msgpack nil; raw so relays never re-encode
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    mutating: bool
+    doc: str
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("status", False, "args {} -> list of one object per actor (name, supervisor, pid, "
+            "state, restarts, uptime_s, rss_bytes, cpu_percent, mailbox_depth, health, last_exit, ...)"),
+    Command("tree", False, "args {} -> the supervision tree: nested {name, kind, strategy, children}"),
+    Command("restart", True, "args {name} -> stop then start an actor (or every actor under a "
+            "supervisor); answers once the new incarnations are ready"),
+    Command("stop", True, "args {name} -> commanded stop; the actor stays stopped until `start`"),
+    Command("start", True, "args {name} -> start a stopped actor; answers once it is ready"),
+    Command("send", True, "args {name, payload, timeout} -> the actor's reply to a request"),
+    Command("version", False, "args {} -> versions of alysd and its libraries, daemon pid"),
+)}
+
+request_encoder = msgspec.msgpack.Encoder()
+request_decoder = msgspec.msgpack.Decoder(CtlRequest)
+reply_decoder = msgspec.msgpack.Decoder(CtlReply)

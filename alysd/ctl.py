@@ -1,0 +1,260 @@
+"""``alysctl``: look at and steer a running alysd over its control socket.
+
+Exit codes: 0 ok, 1 the command failed (the message on stderr names what was
+wrong), 2 usage, 3 no daemon at that runtime dir (the path tried is named).
+Human output is a table; ``--json`` prints what scripts should parse.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import time
+from typing import Any
+
+import click
+import msgspec
+import zmq
+
+from alysd import zmq_bus
+from alysd.control import CtlRequest, reply_decoder, request_encoder
+from alysd.errors import AlysdError, NoDaemon, RemoteError
+from alysd.runtime_dir import RuntimeDir, default_runtime_dir
+from alysd.units import format_duration, format_size
+from alysd.versions import version_info
+
+EXIT_FAILED = 1
+EXIT_NO_DAEMON = 3
+QUERY_TIMEOUT = 10.0
+CHANGE_TIMEOUT = 300.0   # the daemon enforces the real deadline of start/stop/restart
+
+
+class ControlClient:
+    """One request/reply conversation with alysd's control socket."""
+
+    def __init__(self, rundir: RuntimeDir):
+        self.rundir = rundir
+        self._next_id = 1
+
+    def _probe(self) -> None:
+        """Fail fast with ``NoDaemon`` when nobody listens, instead of waiting out a timeout."""
+        path = self.rundir.control
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except FileNotFoundError:
+            raise NoDaemon(path, "no control socket") from None
+        except ConnectionRefusedError:
+            raise NoDaemon(path, "stale control socket, nothing listening") from None
+        except PermissionError:
+            raise NoDaemon(path, "permission denied") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                raise NoDaemon(path, "no runtime dir") from None
+            raise NoDaemon(path, exc.strerror or str(exc)) from None
+        finally:
+            probe.close()
+
+    def call(self, command: str, args: dict | None = None, *, timeout: float = QUERY_TIMEOUT) -> Any:
+        """Run ``command`` and return its decoded result; raises the daemon's typed error."""
+        self._probe()
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(zmq_bus.ipc(self.rundir.control))
+            rid = self._next_id
+            self._next_id += 1
+            sock.send(request_encoder.encode(CtlRequest(rid, command, args or {})))
+            deadline = time.monotonic() + timeout
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not sock.poll(remaining * 1000):
+                    raise AlysdError(f"alysd at {self.rundir.control} did not answer "
+                                     f"{command!r} within {timeout:g}s")
+                reply = reply_decoder.decode(sock.recv())
+                if reply.id != rid:
+                    continue
+                if not reply.ok:
+                    raise reply.error.to_exception() if reply.error else RemoteError("failed")
+                return zmq_bus.decode_any(reply.result)
+        finally:
+            sock.close()
+
+
+def _run(obj: dict, command: str, args: dict | None = None, timeout: float = QUERY_TIMEOUT) -> Any:
+    try:
+        return ControlClient(obj["rundir"]).call(command, args, timeout=timeout)
+    except NoDaemon as exc:
+        click.echo(f"alysctl: {exc}", err=True)
+        sys.exit(EXIT_NO_DAEMON)
+    except AlysdError as exc:
+        click.echo(f"alysctl: {command}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(msgspec.json.encode(value).decode())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--runtime-dir", type=click.Path(file_okay=False), default=None,
+              help="alysd's runtime dir (default: $ALYSD_RUNTIME_DIR, /run/alysd as root, "
+                   "else $XDG_RUNTIME_DIR/alysd).")
+@click.pass_context
+def main(ctx: click.Context, runtime_dir: str | None) -> None:
+    """Look at and steer a running alysd."""
+    ctx.obj = {"rundir": RuntimeDir(runtime_dir or default_runtime_dir())}
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per actor.")
+@click.pass_obj
+def status(obj: dict, as_json: bool) -> None:
+    """Show every actor: state, pid, restarts, resources, health."""
+    rows = _run(obj, "status")
+    if as_json:
+        _echo_json(rows)
+        return
+    click.echo(format_status(rows))
+
+
+def format_status(rows: list[dict]) -> str:
+    """The human status table."""
+    header = ("NAME", "SUPERVISOR", "STATE", "PID", "RESTARTS", "UPTIME", "RSS", "CPU%",
+              "MAILBOX", "HEALTH", "LAST EXIT")
+    table = [header]
+    for r in rows:
+        last = r["last_exit"]
+        table.append((
+            r["name"], r["supervisor"], r["state"],
+            str(r["pid"]) if r["pid"] else "-",
+            str(r["restarts"]),
+            format_duration(r["uptime_s"]) if r["uptime_s"] is not None else "-",
+            format_size(r["rss_bytes"]) if r["rss_bytes"] is not None else "-",
+            f"{r['cpu_percent']:.1f}" if r["cpu_percent"] is not None else "-",
+            str(r["mailbox_depth"]),
+            r["health"] + (f" ({r['health_reason']})" if r.get("health_reason") else ""),
+            _describe_exit(last),
+        ))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in table)
+
+
+def _describe_exit(last: dict | None) -> str:
+    if not last:
+        return "-"
+    if last.get("signal"):
+        return f"{last['reason']} {last['signal']}"
+    if last.get("code") is not None:
+        return f"{last['reason']} ({last['code']})"
+    return last["reason"]
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the tree as JSON.")
+@click.pass_obj
+def tree(obj: dict, as_json: bool) -> None:
+    """Draw the supervision tree."""
+    root = _run(obj, "tree")
+    if as_json:
+        _echo_json(root)
+        return
+    click.echo("\n".join(draw_tree(root)))
+
+
+def draw_tree(node: dict, prefix: str = "", last: bool = True, top: bool = True) -> list[str]:
+    """Lines of the tree drawing, box-drawing characters as in ``tree(1)``."""
+    if node["kind"] == "supervisor":
+        label = f"{node['name']} ({node['strategy']})"
+    else:
+        pid = f" pid {node['pid']}" if node["pid"] else ""
+        label = f"{node['name']} [{node['state']}{pid}] ({node['strategy']})"
+    lines = [label if top else f"{prefix}{'└── ' if last else '├── '}{label}"]
+    kids = node.get("children", [])
+    inner = "" if top else prefix + ("    " if last else "│   ")
+    for i, kid in enumerate(kids):
+        lines += draw_tree(kid, inner, i == len(kids) - 1, False)
+    return lines
+
+
+def _change(obj: dict, command: str, name: str) -> None:
+    rows = _run(obj, command, {"name": name}, timeout=CHANGE_TIMEOUT)
+    for r in rows:
+        pid = f" (pid {r['pid']})" if r["pid"] else ""
+        click.echo(f"{r['name']}: {r['state']}{pid}")
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+def restart(obj: dict, name: str) -> None:
+    """Restart an actor (or every actor under a supervisor); returns once it is ready."""
+    _change(obj, "restart", name)
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+def stop(obj: dict, name: str) -> None:
+    """Stop an actor; it stays stopped until `alysctl start`."""
+    _change(obj, "stop", name)
+
+
+@main.command()
+@click.argument("name")
+@click.pass_obj
+def start(obj: dict, name: str) -> None:
+    """Start a stopped actor; returns once it is ready."""
+    _change(obj, "start", name)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("payload", metavar="JSON")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Seconds to wait for the reply.")
+@click.pass_obj
+def send(obj: dict, name: str, payload: str, timeout: float) -> None:
+    """Send JSON to actor NAME as a request and print its reply as JSON.
+
+    Pass - as JSON to read the payload from standard input.
+    """
+    text = sys.stdin.read() if payload == "-" else payload
+    try:
+        message = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="JSON") from None
+    reply = _run(obj, "send", {"name": name, "payload": message, "timeout": timeout},
+                 timeout=timeout + 5.0)
+    _echo_json(reply)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def version(obj: dict, as_json: bool) -> None:
+    """Print the versions of alysctl and, when one is running, of the daemon."""
+    info: dict[str, Any] = {"alysctl": version_info()}
+    try:
+        info["daemon"] = ControlClient(obj["rundir"]).call("version")
+    except NoDaemon as exc:
+        info["daemon"] = None
+        click.echo(f"alysctl: {exc}", err=True)
+    except AlysdError as exc:
+        click.echo(f"alysctl: version: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if as_json:
+        _echo_json(info)
+        return
+    for who, data in info.items():
+        if data is None:
+            click.echo(f"{who}: not running")
+            continue
+        click.echo(f"{who}: " + ", ".join(f"{k} {v}" for k, v in data.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Messages of alysd's two internal channels, as tagged msgspec Structs.
+
+System channel (each actor's DEALER ↔ the root's ROUTER, ``system.sock``)::
+
+    actor → root   Hello      sockets are up; waiting for Go (ordered start)
+    root  → actor  Go         run ``started()`` now
+    actor → root   Ready      ``started()`` returned: the incarnation serves
+    actor → root   Heartbeat  every ``heartbeat_interval``: depth, counters, health
+
+Zygote channel (a SOCK_SEQPACKET socketpair between the root and its fork
+server; one datagram per message)::
+
+    zygote → root  Preloaded  actor classes imported (or the import errors)
+    root → zygote  Spawn      fork one incarnation of an actor
+    zygote → root  Spawned    its pid
+    zygote → root  Exited     an actor process ended, with its waitpid status
+
+Every actor process is a child of the zygote, so only the zygote can reap it;
+``Exited`` is how the root learns of deaths, by event, never by polling.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from alysd.config import ActorSpec
+
+
+class Hello(msgspec.Struct, tag=True, array_like=True):
+    incarnation: int
+    pid: int
+
+
+class Go(msgspec.Struct, tag=True, array_like=True):
+    pass
+
+
+class Ready(msgspec.Struct, tag=True, array_like=True):
+    incarnation: int
+
+
+class Heartbeat(msgspec.Struct, tag=True, array_like=True):
+    incarnation: int
+    mailbox_depth: int
+    handled: int
+    errors: int
+    health: str                  # healthy | degraded | unhealthy
+    health_reason: str | None = None
+
+
+SystemMessage = Hello | Go | Ready | Heartbeat
+
+
+class ActorBoot(msgspec.Struct, array_like=True, kw_only=True):
+    """Everything a freshly forked actor needs to run one incarnation."""
+
+    spec: ActorSpec
+    incarnation: int
+    runtime_dir: str
+    peers: list[str]                       # every actor name: the directory
+    subscribers: dict[str, list[str]]      # event type -> subscribed actor names
+    heartbeat_interval: float
+    max_message_bytes: int
+    wait_for_go: bool = True
+
+
+class Preloaded(msgspec.Struct, tag=True, array_like=True):
+    issues: list[tuple[str, str]]          # (config key path, message) per import failure
+
+
+class Spawn(msgspec.Struct, tag=True, array_like=True):
+    boot: ActorBoot
+
+
+class Spawned(msgspec.Struct, tag=True, array_like=True):
+    name: str
+    incarnation: int
+    pid: int
+
+
+class SpawnFailed(msgspec.Struct, tag=True, array_like=True):
+    name: str
+    incarnation: int
+    error: str
+
+
+class Exited(msgspec.Struct, tag=True, array_like=True):
+    pid: int
+    status: int
+
+
+ZygoteMessage = Preloaded | Spawn | Spawned | SpawnFailed | Exited
+
+system_encoder = msgspec.msgpack.Encoder()
+system_decoder = msgspec.msgpack.Decoder(SystemMessage)
+zygote_decoder = msgspec.msgpack.Decoder(ZygoteMessage)

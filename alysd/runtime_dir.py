@@ -1,0 +1,131 @@
+"""Where alysd keeps its sockets, and how that place is made safe.
+
+Both programs resolve the same directory: ``--runtime-dir``, else
+``$ALYSD_RUNTIME_DIR``, else ``/run/alysd`` as root, else
+``$XDG_RUNTIME_DIR/alysd``, else ``<tempdir>/alysd-<uid>``.
+
+The directory is the security boundary of the control plane: it is created
+0700 under umask 077 (ZeroMQ ipc sockets take their mode from the umask), and
+an existing one must belong to us and must not be writable or readable by
+others. Unix socket paths are limited to 107 bytes, so the layout is checked up
+front instead of failing at the first ``bind``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+
+from alysd.errors import RuntimeDirError
+
+ENV_VAR = "ALYSD_RUNTIME_DIR"
+MAX_IPC_PATH = 107
+MAX_NAME = 48  # longest actor name the config accepts
+
+
+def default_runtime_dir() -> str:
+    """The runtime directory used when none is given explicitly."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/run/alysd"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "alysd")
+    return os.path.join(tempfile.gettempdir(), f"alysd-{os.getuid()}")
+
+
+@dataclass(frozen=True)
+class RuntimeDir:
+    """The socket layout inside one runtime directory."""
+
+    path: str
+
+    @property
+    def control(self) -> str:
+        """Unix socket path of the control plane (alysctl ↔ alysd)."""
+        return os.path.join(self.path, "control.sock")
+
+    @property
+    def system(self) -> str:
+        """Unix socket path of the system channel (actors ↔ root)."""
+        return os.path.join(self.path, "system.sock")
+
+    def inbox(self, actor: str) -> str:
+        """Unix socket path of an actor's inbox."""
+        return os.path.join(self.path, f"{actor}.inbox")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.path, "alysd.lock")
+
+    def check_lengths(self) -> None:
+        """Raise ``RuntimeDirError`` if the longest socket path would not fit."""
+        longest = self.inbox("x" * MAX_NAME)
+        if len(os.fsencode(longest)) > MAX_IPC_PATH:
+            raise RuntimeDirError(
+                f"runtime dir {self.path!r} is too long for unix socket paths "
+                f"({len(os.fsencode(longest))} > {MAX_IPC_PATH} bytes for {longest!r}); "
+                f"choose a shorter --runtime-dir")
+
+    def prepare(self) -> None:
+        """Create the directory 0700, or check an existing one is ours and private.
+
+        Raises ``RuntimeDirError`` naming the path and the fix.
+        """
+        self.check_lengths()
+        old = os.umask(0o077)
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeDirError(f"cannot create runtime dir {self.path!r}: {exc.strerror}") from exc
+        finally:
+            os.umask(old)
+        st = os.lstat(self.path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise RuntimeDirError(f"runtime dir {self.path!r} is not a directory")
+        if st.st_uid != os.geteuid():
+            raise RuntimeDirError(
+                f"runtime dir {self.path!r} belongs to uid {st.st_uid}, not to us (uid {os.geteuid()})")
+        if st.st_mode & 0o027:
+            # 0750 is allowed (a read-only operator group), anything wider is not.
+            os.chmod(self.path, stat.S_IMODE(st.st_mode) & 0o750)
+
+
+class DaemonLock:
+    """An exclusive ``flock`` on ``alysd.lock``: one daemon per runtime dir.
+
+    The lock file holds the owner's pid so the refusal can name it. The lock is
+    released by the kernel when the process dies, so a crashed daemon never
+    leaves a stale lock behind.
+    """
+
+    def __init__(self, rundir: RuntimeDir):
+        self._path = rundir.lock
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise RuntimeDirError(
+                    f"another alysd (pid {owner}) is running with runtime dir "
+                    f"{os.path.dirname(self._path)!r}") from exc
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,817 @@
+"""The root supervisor: one loop that owns every actor's state.
+
+Modelled on gunicorn's arbiter and OTP's supervisor: the ``Supervisor.run`` loop
+is the only place that blocks, and each pass is a reconciliation::
+
+    poll(control, system channel, zygote channel, signal wakeup, relays)
+      → drain signals (handlers only wake the poller)
+      → apply zygote events (Spawned / Exited: deaths arrive by event)
+      → apply system messages (Hello / Ready / Heartbeat)
+      → run control commands (they register what they wait for, never block)
+      → advance starts and stops, fire deadlines, answer finished commands
+
+Start is ordered and ready-gated: a child counts as started once its
+``started()`` returned, and only then does the next one run ``started()``. To
+keep that fast, up to ``FORK_AHEAD`` successors are forked early and wait for
+their ``Go``. Stop is in reverse start order, SIGTERM to the actor's process
+group, SIGKILL once its ``shutdown_timeout`` passes.
+
+Restarts here follow each child's restart type with the restart intensity of
+its supervisor; when a window overflows, the whole tree is stopped and alysd
+exits non-zero so that systemd takes over.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgspec
+import psutil
+import zmq
+
+import alysd
+from alysd import zmq_bus
+from alysd.config import ActorSpec, Config
+from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
+from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
+from alysd.exits import LastExit, classify
+from alysd.process import become_subreaper, group_alive, signal_group
+from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
+                            Spawned, SpawnFailed, system_decoder, system_encoder)
+from alysd.restart import RestartWindow, wants_restart
+from alysd.runtime_dir import DaemonLock, RuntimeDir
+from alysd.zmq_bus import ErrorInfo, Kind
+from alysd.versions import version_info
+from alysd.zygote import start_zygote
+
+log = logging.getLogger("alysd")
+
+FORK_AHEAD = 8              # successors forked before their turn in an ordered start
+PRELOAD_TIMEOUT = 120.0     # seconds the zygote may take to import every actor class
+MAX_POLL_MS = 1000
+
+
+class State(str, enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class ExitStatus(enum.IntEnum):
+    """alysd's own exit codes."""
+
+    OK = 0
+    GAVE_UP = 1      # restart intensity exceeded at the root, or the zygote died
+    CONFIG = 78      # EX_CONFIG: the configuration was refused
+
+
+@dataclass
+class Child:
+    """Everything the root knows about one configured actor (one record, no parallel dicts)."""
+
+    spec: ActorSpec
+    state: State = State.STOPPED
+    pid: int | None = None
+    incarnation: int = 0
+    restarts: int = 0
+    held: bool = False                 # commanded stop: stays stopped until `start`
+    restart_after_stop: bool = False   # a `restart` command is in progress
+    spawn_pending: bool = False        # Spawn sent, the zygote has not answered yet
+    go_sent: bool = False
+    hello: bool = False
+    deadline: float | None = None      # start or stop deadline, monotonic
+    spawned_at: float | None = None    # unix time of the current incarnation's fork
+    ready_at: float | None = None      # unix time it became ready
+    ready_mono: float | None = None
+    last_exit: LastExit | None = None
+    mailbox_depth: int = 0
+    handled: int = 0
+    errors: int = 0
+    health: str = "unknown"
+    health_reason: str | None = None
+    proc: psutil.Process | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def live(self) -> bool:
+        """A process exists (or is being forked) for the current incarnation."""
+        return self.pid is not None or self.spawn_pending
+
+    @property
+    def system_identity(self) -> bytes:
+        return f"{self.name}#{self.incarnation}".encode()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Where the reply to one control request goes."""
+
+    client: bytes
+    request_id: int
+    send: Callable[[bytes, int, bool, Any], None]
+
+    def __call__(self, ok: bool, result: Any) -> None:
+        self.send(self.client, self.request_id, ok, result)
+
+
+@dataclass
+class PendingCommand:
+    """A control command that answers once its actors settle."""
+
+    names: list[str]
+    want: State
+    answer: Answer
+    deadline: float
+
+
+@dataclass
+class PendingSend:
+    answer: Answer
+    deadline: float
+    actor: str
+
+
+@dataclass
+class _Relay:
+    """The root's DEALER into one actor's inbox, for requests sent by alysctl."""
+
+    sock: zmq.Socket
+    pending: dict[int, PendingSend] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Runs the configured tree until SIGTERM/SIGINT or until it gives up."""
+
+    def __init__(self, config: Config, rundir: RuntimeDir):
+        self.config = config
+        self.rundir = rundir
+        self.children: dict[str, Child] = {name: Child(spec) for name, spec in config.actors.items()}
+        self.windows = {name: RestartWindow(s.max_retries, s.within_time)
+                        for name, s in config.supervisors.items()}
+        self.by_pid: dict[int, Child] = {}
+        self.subscribers = _subscribers(config)
+        self.start_queue: list[str] = []
+        self.stop_queue: list[str] = []
+        self.commands: list[PendingCommand] = []
+        self.relays: dict[str, _Relay] = {}
+        self.ids = zmq_bus.MessageIds()
+        self.booted = False
+        self.tree_up_logged = False
+        self.shutting_down = False
+        self.exit_status = ExitStatus.OK
+        self.started_mono = time.monotonic()
+        self.bad_frames = 0
+
+    # --- setup -----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns alysd's exit status."""
+        os.umask(0o077)
+        self.rundir.prepare()
+        lock = DaemonLock(self.rundir)
+        lock.acquire()
+        # Fork the zygote first: this process must not own a ZeroMQ context or
+        # any thread when it forks.
+        self.zygote = start_zygote(self.config)
+        try:
+            become_subreaper()
+            self._install_signals()
+            self.zctx = zmq.Context(io_threads=1)
+            try:
+                return self._run_loop()
+            finally:
+                self._stop_everything_now()
+                self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
+        finally:
+            for path in (self.rundir.control, self.rundir.system):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            lock.release()
+
+    def _install_signals(self) -> None:
+        self.wake_r, wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            # The handler does nothing: the wakeup fd carries the signal number to the loop.
+            signal.signal(sig, _enqueue_only)
+
+    def _run_loop(self) -> int:
+        self.control = zmq_bus.bind_router(self.zctx, self.rundir.control)
+        self.system = zmq_bus.bind_router(self.zctx, self.rundir.system)
+        self.poller = zmq.Poller()
+        for item in (self.control, self.system, self.zygote, self.wake_r):
+            self.poller.register(item, zmq.POLLIN)
+        self.boot_deadline = time.monotonic() + PRELOAD_TIMEOUT
+        log.info("alysd %s starting: %d actors, runtime dir %s, config %s", alysd.__version__,
+                 len(self.children), self.rundir.path, self.config.source or "<built-in>")
+        while True:
+            events = dict(self.poller.poll(self._poll_timeout_ms()))
+            if self.wake_r.fileno() in events:
+                self._drain_signals()
+            if self.zygote.fileno() in events:
+                self._zygote_events()
+            if self.system in events:
+                self._system_messages()
+            if self.control in events:
+                self._control_requests()
+            for name, relay in list(self.relays.items()):
+                if relay.sock in events:
+                    self._relay_replies(relay)
+            self._reconcile()
+            if self.shutting_down and not self.stop_queue and not any(
+                    c.live for c in self.children.values()):
+                log.info("all actors stopped; alysd exits with status %d", self.exit_status)
+                return int(self.exit_status)
+
+    def _poll_timeout_ms(self) -> int:
+        now = time.monotonic()
+        deadlines = [c.deadline for c in self.children.values() if c.deadline is not None]
+        deadlines += [p.deadline for p in self.commands]
+        deadlines += [s.deadline for r in self.relays.values() for s in r.pending.values()]
+        if not self.booted:
+            deadlines.append(self.boot_deadline)
+        if not deadlines:
+            return MAX_POLL_MS
+        return max(0, min(MAX_POLL_MS, int((min(deadlines) - now) * 1000) + 1))
+
+    # --- signals ---------------------------------------------------------------
+
+    def _drain_signals(self) -> None:
+        try:
+            data = self.wake_r.recv(4096)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if not self.shutting_down:
+                    log.info("received %s: stopping every actor in reverse start order",
+                             signal.Signals(signum).name)
+                self.begin_shutdown(ExitStatus.OK)
+            elif signum == signal.SIGCHLD:
+                self._reap_own_children()
+            elif signum == signal.SIGHUP:
+                log.warning("SIGHUP received: configuration reload is not supported yet; ignored")
+
+    def _reap_own_children(self) -> None:
+        """Reap the zygote and adopted orphans (we are a subreaper)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.zygote.pid:
+                self._zygote_died(status)
+
+    def _zygote_died(self, status: int) -> None:
+        exit = classify(status, pid=self.zygote.pid)
+        for child in self.children.values():
+            if child.live:
+                self._forget_incarnation(child, LastExit(reason="zygote_died", pid=child.pid,
+                                                         at=time.time()))
+        if not self.shutting_down:
+            log.critical("the zygote (fork server) died (%s); every actor died with it. "
+                         "alysd gives up so that its service manager restarts it", exit)
+            self.begin_shutdown(ExitStatus.GAVE_UP)
+
+    # --- zygote channel -------------------------------------------------------------
+
+    def _zygote_events(self) -> None:
+        for msg in self.zygote.receive():
+            if msg is None:
+                self.poller.unregister(self.zygote)
+                return
+            if isinstance(msg, Preloaded):
+                self._preloaded(msg)
+            elif isinstance(msg, Spawned):
+                self._spawned(msg)
+            elif isinstance(msg, SpawnFailed):
+                child = self.children.get(msg.name)
+                if child is not None and child.incarnation == msg.incarnation:
+                    self._incarnation_ended(child, LastExit(reason="spawn_failed", at=time.time()))
+                    log.error("actor %s: %s", msg.name, msg.error)
+            elif isinstance(msg, Exited):
+                child = self.by_pid.get(msg.pid)
+                if child is not None:
+                    self._incarnation_ended(child, classify(msg.status, pid=msg.pid, at=time.time()))
+
+    def _preloaded(self, msg: Preloaded) -> None:
+        self.booted = True
+        if msg.issues:
+            for path, text in msg.issues:
+                log.error("invalid configuration: %s: %s", path, text)
+            self.begin_shutdown(ExitStatus.CONFIG)
+            return
+        self.start_queue.extend(self.children)
+        for child in self.children.values():
+            child.state = State.STARTING
+
+    def _spawned(self, msg: Spawned) -> None:
+        child = self.children.get(msg.name)
+        if child is None or child.incarnation != msg.incarnation:
+            return
+        child.spawn_pending = False
+        child.pid = msg.pid
+        self.by_pid[msg.pid] = child
+        try:
+            child.proc = psutil.Process(msg.pid)
+            child.proc.cpu_percent(None)  # prime: the first reading is always 0.0
+        except psutil.Error:
+            child.proc = None
+        if child.state == State.STOPPING:
+            self._signal_stop(child)  # the stop was asked for while it was being forked
+
+    def _spawn(self, child: Child, *, wait_for_go: bool) -> None:
+        child.incarnation += 1
+        child.hello = child.go_sent = False
+        child.pid = None
+        child.spawn_pending = True
+        child.spawned_at = time.time()
+        child.ready_at = child.ready_mono = None
+        child.health, child.health_reason = "unknown", None
+        child.mailbox_depth = 0
+        child.deadline = time.monotonic() + child.spec.start_timeout
+        self.zygote.send(Spawn(ActorBoot(
+            spec=child.spec,
+            incarnation=child.incarnation,
+            runtime_dir=self.rundir.path,
+            peers=list(self.children),
+            subscribers=self.subscribers,
+            heartbeat_interval=self.config.system.heartbeat_interval,
+            max_message_bytes=self.config.system.max_message_bytes,
+            wait_for_go=wait_for_go,
+        )))
+
+    # --- system channel ------------------------------------------------------------
+
+    def _system_messages(self) -> None:
+        while True:
+            try:
+                ident, data = self._recv_pair(self.system)
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                self._bad_frame("system channel", exc)
+                continue
+            name, _, inc = ident.decode(errors="replace").partition("#")
+            child = self.children.get(name)
+            try:
+                msg = system_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._bad_frame(f"system channel ({name})", exc)
+                continue
+            if child is None or str(child.incarnation) != inc:
+                continue  # a message from an incarnation we no longer track
+            if isinstance(msg, Hello):
+                child.hello = True
+            elif isinstance(msg, Ready):
+                self._ready(child)
+            elif isinstance(msg, Heartbeat):
+                child.mailbox_depth = msg.mailbox_depth
+                child.handled, child.errors = msg.handled, msg.errors
+                child.health, child.health_reason = msg.health, msg.health_reason
+
+    def _recv_pair(self, sock: zmq.Socket) -> tuple[bytes, bytes]:
+        frames = sock.recv_multipart(zmq.NOBLOCK)
+        if len(frames) != 2:
+            raise ProtocolError(f"expected 2 frames, got {len(frames)}")
+        return frames[0], frames[1]
+
+    def _bad_frame(self, where: str, exc: Exception) -> None:
+        self.bad_frames += 1
+        log.warning("rejected a malformed frame on the %s: %s", where, exc)
+
+    def _ready(self, child: Child) -> None:
+        if child.state not in (State.STARTING, State.RESTARTING):
+            return
+        child.state = State.RUNNING
+        child.deadline = None
+        child.ready_at = time.time()
+        child.ready_mono = time.monotonic()
+        if child.name in self.start_queue:
+            self.start_queue.remove(child.name)
+        log.info("actor %s ready (pid %d, incarnation %d)", child.name, child.pid or 0,
+                 child.incarnation)
+
+    # --- lifecycle decisions ---------------------------------------------------------
+
+    def _incarnation_ended(self, child: Child, exit: LastExit) -> None:
+        was = child.state
+        commanded = was == State.STOPPING or self.shutting_down or child.held
+        self._forget_incarnation(child, exit)
+        if child.name in self.start_queue and was != State.STOPPING:
+            self.start_queue.remove(child.name)
+        if commanded:
+            child.state = State.STOPPED
+            if child.restart_after_stop and not self.shutting_down:
+                child.restart_after_stop = False
+                child.state = State.STARTING
+                self.start_queue.append(child.name)
+            return
+        if exit.reason == "config":
+            child.state = State.FAILED
+            decision = "left failed: the actor cannot run with its configuration"
+        elif not wants_restart(child.spec, exit):
+            child.state = State.STOPPED
+            decision = "left stopped (restart type or policy)"
+        elif not self.windows[child.spec.supervisor].record(time.monotonic()):
+            child.state = State.FAILED
+            sup = self.config.supervisors[child.spec.supervisor]
+            decision = (f"restart intensity of {child.spec.supervisor} exceeded "
+                        f"({sup.max_retries} in {sup.within_time:g}s): alysd gives up")
+            self.begin_shutdown(ExitStatus.GAVE_UP)
+        else:
+            child.restarts += 1
+            child.state = State.RESTARTING
+            self.start_queue.append(child.name)
+            decision = "restart now"
+        log.error("actor %s exited: pid %s incarnation %d %s; %s", child.name, exit.pid,
+                  child.incarnation, _describe(exit), decision)
+
+    def _forget_incarnation(self, child: Child, exit: LastExit) -> None:
+        if child.pid is not None:
+            # Nothing of an incarnation outlives its leader: sweep its process group.
+            signal_group(child.pid, signal.SIGKILL)
+            self.by_pid.pop(child.pid, None)
+        child.pid = None
+        child.spawn_pending = False
+        child.proc = None
+        child.deadline = None
+        child.last_exit = exit
+        child.ready_mono = None
+
+    def _terminate(self, child: Child) -> None:
+        """Begin an orderly stop of ``child``'s current incarnation (idempotent)."""
+        if child.state == State.STOPPING:
+            return
+        child.state = State.STOPPING
+        child.deadline = None
+        if child.pid is not None:
+            self._signal_stop(child)
+        # else: the zygote is still forking it; _spawned() sends the signal.
+
+    def _signal_stop(self, child: Child) -> None:
+        timeout = child.spec.shutdown_timeout
+        if timeout is None:
+            signal_group(child.pid, signal.SIGKILL)
+            child.deadline = None
+        else:
+            signal_group(child.pid, signal.SIGTERM)
+            child.deadline = time.monotonic() + timeout
+
+    def begin_shutdown(self, status: ExitStatus) -> None:
+        """Stop every actor in reverse start order, then leave the loop with ``status``."""
+        if status != ExitStatus.OK and self.exit_status == ExitStatus.OK:
+            self.exit_status = status
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.start_queue.clear()
+        self.stop_queue = [name for name in reversed(self.children)]
+
+    # --- reconciliation ----------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        now = time.monotonic()
+        if not self.booted and now >= self.boot_deadline:
+            log.critical("the zygote did not finish importing actor classes within %gs",
+                         PRELOAD_TIMEOUT)
+            self.booted = True
+            self.begin_shutdown(ExitStatus.GAVE_UP)
+        if self.shutting_down:
+            self._advance_shutdown(now)
+        else:
+            self._advance_start()
+        self._fire_deadlines(now)
+        self._finish_commands(now)
+        self._expire_sends(now)
+        if not self.tree_up_logged and self.booted and not self.shutting_down and not self.start_queue:
+            self.tree_up_logged = True
+            log.info("all %d actors running (%.0f ms after start)", len(self.children),
+                     (now - self.started_mono) * 1000)
+
+    def _advance_start(self) -> None:
+        for i, name in enumerate(self.start_queue[:FORK_AHEAD]):
+            child = self.children[name]
+            if child.state == State.STOPPING:
+                continue
+            if not child.live:
+                # The head runs started() at once; the ones behind it wait for Go.
+                self._spawn(child, wait_for_go=i > 0)
+            elif i == 0 and child.hello and not child.go_sent and child.ready_mono is None:
+                self.system.send_multipart([child.system_identity, system_encoder.encode(Go())])
+                child.go_sent = True
+                child.deadline = time.monotonic() + child.spec.start_timeout
+
+    def _advance_shutdown(self, now: float) -> None:
+        while self.stop_queue:
+            child = self.children[self.stop_queue[0]]
+            if child.live:
+                self._terminate(child)
+                return
+            if child.state != State.FAILED:
+                child.state = State.STOPPED
+            self.stop_queue.pop(0)
+
+    def _fire_deadlines(self, now: float) -> None:
+        for child in self.children.values():
+            if child.deadline is None or child.deadline > now:
+                continue
+            if child.state == State.STOPPING:
+                if child.pid is not None:
+                    log.warning("actor %s did not stop within %gs: SIGKILL", child.name,
+                                child.spec.shutdown_timeout or 0)
+                    signal_group(child.pid, signal.SIGKILL)
+                child.deadline = None
+            elif child.state in (State.STARTING, State.RESTARTING) and child.pid is not None:
+                log.error("actor %s not ready within %gs: killing it", child.name,
+                          child.spec.start_timeout)
+                self._incarnation_ended(child, LastExit(reason="start_timeout", pid=child.pid,
+                                                        at=time.time()))
+
+    def _stop_everything_now(self) -> None:
+        """Last resort on the way out: nothing we started may outlive us."""
+        for child in self.children.values():
+            if child.pid is not None:
+                signal_group(child.pid, signal.SIGKILL)
+        self.zygote.close()
+        try:
+            os.kill(self.zygote.pid, signal.SIGKILL)
+            os.waitpid(self.zygote.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+    # --- control plane ----------------------------------------------------------------
+
+    def _control_requests(self) -> None:
+        while True:
+            try:
+                ident, data = self._recv_pair(self.control)
+            except zmq.Again:
+                return
+            except ProtocolError as exc:
+                self._bad_frame("control socket", exc)
+                continue
+            try:
+                req = request_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._bad_frame("control socket", exc)
+                self._answer(ident, 0, False, CommandError(f"malformed request: {exc}"))
+                continue
+            answer = Answer(ident, req.id, self._answer)
+            command = COMMANDS.get(req.command)
+            if command is None:
+                answer(False, CommandError(f"unknown command {req.command!r}; known: "
+                                           + ", ".join(COMMANDS)))
+                continue
+            try:
+                getattr(self, f"cmd_{command.name}")(req.args, answer)
+            except AlysdError as exc:
+                answer(False, exc)
+            except (KeyError, TypeError, ValueError) as exc:
+                answer(False, CommandError(f"bad arguments for {command.name}: {exc}"))
+
+    def _answer(self, ident: bytes, request_id: int, ok: bool, result: Any) -> None:
+        if ok:
+            raw = result if isinstance(result, msgspec.Raw) else msgspec.Raw(zmq_bus.encode(result))
+            reply = CtlReply(request_id, True, result=raw)
+        else:
+            err = result if isinstance(result, ErrorInfo) else ErrorInfo.from_exception(
+                result, actor=getattr(result, "actor", None), message_id=None)
+            reply = CtlReply(request_id, False, error=err)
+        self.control.send_multipart([ident, request_encoder.encode(reply)])
+
+    def _resolve(self, name: str) -> list[str]:
+        """Actor names a command applies to: one actor, or every actor under a supervisor."""
+        if name in self.children:
+            return [name]
+        if name in self.config.supervisors:
+            return self.config.actors_under(name)
+        raise UnknownActor(f"no actor or supervisor named {name!r}", actor=name)
+
+    def _await(self, names: list[str], want: State, answer, timeout: float) -> None:
+        self.commands.append(PendingCommand(names, want, answer, time.monotonic() + timeout))
+
+    def _command_timeout(self, names: list[str]) -> float:
+        return sum(self.children[n].spec.start_timeout + (self.children[n].spec.shutdown_timeout or 0)
+                   for n in names) + 1.0
+
+    def _refuse_while_stopping(self) -> None:
+        if self.shutting_down:
+            raise CommandError("alysd is shutting down")
+
+    def cmd_status(self, args: dict, answer) -> None:
+        answer(True, [self._status_of(c) for c in self.children.values()])
+
+    def _status_of(self, child: Child) -> dict:
+        rss = cpu = None
+        if child.proc is not None:
+            try:
+                with child.proc.oneshot():
+                    rss = child.proc.memory_info().rss
+                    cpu = child.proc.cpu_percent(None)
+            except psutil.Error:
+                pass
+        uptime = time.monotonic() - child.ready_mono if child.ready_mono is not None else None
+        return {
+            "name": child.name,
+            "supervisor": child.spec.supervisor,
+            "pid": child.pid,
+            "state": child.state.value,
+            "restarts": child.restarts,
+            "uptime_s": round(uptime, 3) if uptime is not None else None,
+            "rss_bytes": rss,
+            "cpu_percent": cpu,
+            "mailbox_depth": child.mailbox_depth,
+            "health": child.health if child.state == State.RUNNING else "unknown",
+            "health_reason": child.health_reason,
+            "last_exit": msgspec.to_builtins(child.last_exit) if child.last_exit else None,
+            "incarnation": child.incarnation,
+            "handled": child.handled,
+            "errors": child.errors,
+            "spawned_at": child.spawned_at,
+            "ready_at": child.ready_at,
+        }
+
+    def cmd_tree(self, args: dict, answer) -> None:
+        def node(sup: str) -> dict:
+            spec = self.config.supervisors[sup]
+            kids = []
+            for kind, name in self.config.children(sup):
+                if kind == "supervisor":
+                    kids.append(node(name))
+                else:
+                    c = self.children[name]
+                    kids.append({"name": name, "kind": "actor", "strategy": c.spec.strategy.value,
+                                 "state": c.state.value, "pid": c.pid})
+            return {"name": sup, "kind": "supervisor", "strategy": spec.strategy.value,
+                    "children": kids}
+        answer(True, node(self.config.root))
+
+    def cmd_stop(self, args: dict, answer) -> None:
+        self._refuse_while_stopping()
+        names = self._resolve(args["name"])
+        for name in reversed(names):
+            child = self.children[name]
+            child.held = True
+            child.restart_after_stop = False
+            if name in self.start_queue:
+                self.start_queue.remove(name)
+            if child.live:
+                self._terminate(child)
+            else:
+                child.state = State.STOPPED
+        self._await(names, State.STOPPED, answer, self._command_timeout(names))
+
+    def cmd_start(self, args: dict, answer) -> None:
+        self._refuse_while_stopping()
+        names = self._resolve(args["name"])
+        for name in names:
+            child = self.children[name]
+            child.held = False
+            if child.state in (State.STOPPED, State.FAILED):
+                child.state = State.STARTING
+                self.start_queue.append(name)
+            elif child.state == State.STOPPING:
+                child.restart_after_stop = True
+        self._await(names, State.RUNNING, answer, self._command_timeout(names))
+
+    def cmd_restart(self, args: dict, answer) -> None:
+        self._refuse_while_stopping()
+        names = self._resolve(args["name"])
+        for name in reversed(names):
+            child = self.children[name]
+            child.held = False
+            if child.live:
+                if name in self.start_queue:
+                    self.start_queue.remove(name)
+                child.restart_after_stop = True
+                self._terminate(child)
+        for name in names:
+            child = self.children[name]
+            if child.state in (State.STOPPED, State.FAILED):
+                child.state = State.STARTING
+                self.start_queue.append(name)
+        self._await(names, State.RUNNING, answer, self._command_timeout(names))
+
+    def _finish_commands(self, now: float) -> None:
+        still = []
+        for cmd in self.commands:
+            children = [self.children[n] for n in cmd.names]
+            settled = all(c.state == cmd.want and not c.restart_after_stop for c in children)
+            failed = [c.name for c in children if c.state == State.FAILED]
+            if settled:
+                cmd.answer(True, [self._status_of(c) for c in children])
+            elif failed:
+                cmd.answer(False, CommandError(
+                    "actor failed: " + ", ".join(f"{c.name} ({_describe(c.last_exit)})"
+                                                 for c in children if c.state == State.FAILED),
+                    actor=failed[0]))
+            elif now >= cmd.deadline:
+                cmd.answer(False, CommandError(
+                    f"timed out waiting for {', '.join(cmd.names)} to be {cmd.want.value}"))
+            elif self.shutting_down:
+                cmd.answer(False, CommandError("alysd is shutting down"))
+            else:
+                still.append(cmd)
+        self.commands = still
+
+    def cmd_send(self, args: dict, answer) -> None:
+        name = args["name"]
+        timeout = float(args.get("timeout", 5.0))
+        if name not in self.children:
+            raise UnknownActor(f"no actor named {name!r}", actor=name)
+        child = self.children[name]
+        if child.state != State.RUNNING:
+            raise ActorUnavailable(f"actor {name!r} is {child.state.value}", actor=name)
+        relay = self.relays.get(name)
+        if relay is None:
+            sock = zmq_bus.connect_dealer(self.zctx, self.rundir.inbox(name), zmq_bus.CTL_IDENTITY)
+            relay = self.relays[name] = _Relay(sock)
+            self.poller.register(sock, zmq.POLLIN)
+        mid = self.ids.next()
+        frame = zmq_bus.encode_envelope(Kind.ASK, mid, args.get("payload"),
+                                        sender=zmq_bus.CTL_IDENTITY, target=name, timeout=timeout)
+        zmq_bus.check_size(frame, self.config.system.max_message_bytes, target=name)
+        relay.sock.send(frame, zmq.NOBLOCK)
+        relay.pending[mid] = PendingSend(answer, time.monotonic() + timeout, name)
+
+    def _relay_replies(self, relay: _Relay) -> None:
+        while True:
+            try:
+                data = relay.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                env = zmq_bus.decode_envelope(data, self.config.system.max_message_bytes)
+            except ProtocolError as exc:
+                self._bad_frame("reply relay", exc)
+                continue
+            pending = relay.pending.pop(env.correlation_id, None)
+            if pending is None:
+                continue  # the request already timed out
+            if env.kind == Kind.ERROR:
+                try:
+                    err = msgspec.msgpack.decode(env.payload, type=ErrorInfo)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    err = ErrorInfo(kind="RemoteError", message=f"undecodable error reply: {exc}")
+                pending.answer(False, err)
+            else:
+                pending.answer(True, env.payload)
+
+    def _expire_sends(self, now: float) -> None:
+        for relay in self.relays.values():
+            for mid, pending in list(relay.pending.items()):
+                if now >= pending.deadline:
+                    del relay.pending[mid]
+                    pending.answer(False, ErrorInfo(
+                        kind="RequestTimeout", actor=pending.actor, message_id=mid,
+                        message=f"no reply from {pending.actor!r} in time"))
+
+    def cmd_version(self, args: dict, answer) -> None:
+        answer(True, version_info() | {"pid": os.getpid(), "runtime_dir": self.rundir.path,
+                                       "config": self.config.source,
+                                       "uptime_s": round(time.monotonic() - self.started_mono, 3)})
+
+
+def _subscribers(config: Config) -> dict[str, list[str]]:
+    """Event type -> subscribed actor names, from each actor's ``subscribe`` list."""
+    table: dict[str, list[str]] = {}
+    for name, spec in config.actors.items():
+        for event in spec.subscribe:
+            table.setdefault(event, []).append(name)
+    return table
+
+
+def _enqueue_only(signum, frame) -> None:
+    """Signal handler: the wakeup fd already carries ``signum`` to the loop."""
+
+
+def _describe(exit: LastExit | None) -> str:
+    if exit is None:
+        return "no exit recorded"
+    if exit.signal:
+        return f"killed by {exit.signal}" + (f" ({exit.reason})" if exit.reason != "signal" else "")
+    if exit.code is not None:
+        return f"{exit.reason} (exit code {exit.code})"
+    return exit.reason

@@ -1,0 +1,227 @@
+"""The fork server: preloads actor code once, then forks one process per actor.
+
+A fresh interpreter needs ~40 ms to import zmq and msgspec; ``os.fork`` of a
+process that already has them is ~1-2 ms. The zygote is forked from the root
+*before* the root creates any ZeroMQ context or thread (a forked context is
+unusable, and forking a threaded process is unsafe), imports every configured
+actor class, freezes the GC so that forked children share its pages, and then
+waits for ``Spawn`` requests on a SOCK_SEQPACKET socketpair.
+
+Actor processes are the zygote's children, so the zygote reaps them (on
+SIGCHLD, never on a timer) and reports each ``Exited`` with its raw status. It is
+a child subreaper too, so actors' orphaned descendants are reaped here rather
+than by PID 1.
+
+Death chain: the zygote dies with the root (PR_SET_PDEATHSIG) and every actor
+dies with the zygote, so SIGKILL of alysd leaves nothing behind. The flip side,
+chosen on purpose: a zygote crash takes every actor with it, and the root
+treats it as its own failure (it exits non-zero and lets systemd restart the
+service) rather than forking a new zygote from a process that owns a ZeroMQ
+context.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+
+import msgspec
+
+from alysd.config import Config, check_imports, import_actor_class
+from alysd.exits import ExitCode
+from alysd.process import become_subreaper, die_with_parent, set_title
+from alysd.protocol import (Exited, Preloaded, Spawn, Spawned, SpawnFailed, system_encoder,
+                            zygote_decoder)
+
+_MAX_DATAGRAM = 1 << 22
+log = logging.getLogger("alysd.zygote")
+
+
+class ZygoteHandle:
+    """The root's end of the zygote channel."""
+
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid = pid
+        self.sock = sock
+        sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg) -> None:
+        self.sock.setblocking(True)
+        try:
+            self.sock.send(system_encoder.encode(msg))
+        finally:
+            self.sock.setblocking(False)
+
+    def receive(self) -> list:
+        """Every message waiting on the channel; ``[None]`` marks end of file."""
+        out = []
+        while True:
+            try:
+                data = self.sock.recv(_MAX_DATAGRAM)
+            except BlockingIOError:
+                return out
+            if not data:
+                out.append(None)
+                return out
+            out.append(zygote_decoder.decode(data))
+
+    def receive_blocking(self, timeout: float):
+        """One message, waiting up to ``timeout`` seconds (used during boot)."""
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return None
+        msgs = self.receive()
+        return msgs[0] if msgs else None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_zygote(config: Config) -> ZygoteHandle:
+    """Fork the zygote. Call before this process creates a ZeroMQ context or thread."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    root_pid = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = ExitCode.CRASH
+        try:
+            ours.close()
+            code = _Zygote(theirs, root_pid, config).run()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    theirs.close()
+    return ZygoteHandle(pid, ours)
+
+
+class _Zygote:
+    def __init__(self, sock: socket.socket, root_pid: int, config: Config):
+        self.sock = sock
+        self.root_pid = root_pid
+        self.config = config
+        self.children: dict[int, tuple[str, int]] = {}
+
+    def run(self) -> int:
+        die_with_parent(self.root_pid)
+        os.setpgid(0, 0)
+        become_subreaper()
+        set_title("alysd: zygote")
+        keep = self.sock.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 16)
+        # Ctrl-C reaches the whole foreground group; the root orders the stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+        import alysd.proc_actor  # noqa: F401  (preload: children must not pay the import)
+        issues = check_imports(self.config)
+        self.sock.send(system_encoder.encode(Preloaded([(i.path, i.message) for i in issues])))
+        gc.collect()
+        gc.freeze()
+
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == self.wake_r.fileno():
+                    self._drain_wakeups()
+                    self._reap()
+                elif not self._serve_one():
+                    return ExitCode.OK
+
+    def _serve_one(self) -> bool:
+        data = self.sock.recv(_MAX_DATAGRAM)
+        if not data:
+            return False  # the root is gone; our children follow us via PDEATHSIG
+        try:
+            msg = zygote_decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            log.error("ignored a malformed request from the root: %s", exc)
+            return True
+        if isinstance(msg, Spawn):
+            self._spawn(msg)
+        return True
+
+    def _spawn(self, msg: Spawn) -> None:
+        boot = msg.boot
+        sys.stdout.flush()
+        sys.stderr.flush()
+        zygote_pid = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self._tell(SpawnFailed(boot.spec.name, boot.incarnation, f"fork failed: {exc}"))
+            return
+        if pid == 0:
+            os._exit(self._become_actor(boot, zygote_pid))
+        try:
+            os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
+        except OSError:
+            pass
+        self.children[pid] = (boot.spec.name, boot.incarnation)
+        self._tell(Spawned(boot.spec.name, boot.incarnation, pid))
+
+    def _become_actor(self, boot, zygote_pid: int) -> int:
+        """Runs in the forked child; never returns into the zygote's loop."""
+        try:
+            os.setpgid(0, 0)
+            die_with_parent(zygote_pid)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            self.sock.close()
+            self.wake_r.close()
+            self.wake_w.close()
+            set_title(f"alysd: {boot.spec.supervisor}/{boot.spec.name}")
+            try:
+                cls = import_actor_class(boot.spec.class_path)
+            except Exception as exc:
+                log.error("actor %s: cannot load %s: %s", boot.spec.name, boot.spec.class_path, exc)
+                return ExitCode.CONFIG
+            from alysd.proc_actor import run_actor
+            return run_actor(boot, cls)
+        except BaseException:
+            traceback.print_exc()
+            return ExitCode.CRASH
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+    def _tell(self, msg) -> None:
+        self.sock.send(system_encoder.encode(msg))
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self.wake_r.recv(512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.children.pop(pid, None) is not None:
+                self._tell(Exited(pid, status))

@@ -1,0 +1,125 @@
+"""Actors used by the integration tests, driven by their config and their messages
+(as OTP's test suites drive a callback module through ``init/1``'s argument).
+
+Config keys of ``Probe``:
+    fail_start      started() raises
+    ignore_term     SIGTERM is ignored (tests shutdown escalation)
+    journal         path of a file that started()/stopped() append "<event> <name>" lines to
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import msgspec
+
+from alysd import Actor, Degraded
+
+
+def _journal(ctx, event: str) -> None:
+    path = ctx.config.get("journal")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{event} {ctx.name}\n")
+
+
+class Probe(Actor):
+    """Does what each message says; see ``handle_message``."""
+
+    def started(self, ctx):
+        if ctx.config.get("fail_start"):
+            raise RuntimeError("told to fail in started()")
+        if ctx.config.get("ignore_term"):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.received = []
+        self.degraded = None
+        _journal(ctx, "started")
+
+    def stopped(self, ctx):
+        _journal(ctx, "stopped")
+
+    def health_check(self):
+        return Degraded(self.degraded) if self.degraded else super().health_check()
+
+    def handle_message(self, m, ctx):
+        if not isinstance(m, dict) or "op" not in m:
+            self.received.append(m)
+            return None
+        op = m["op"]
+        if op == "echo":
+            return m.get("v")
+        if op == "pid":
+            return os.getpid()
+        if op == "whoami":
+            env = ctx.message
+            return {"name": ctx.name, "from": env.metadata.from_actor, "id": env.message_id,
+                    "incarnation": ctx.incarnation, "supervisor": ctx.supervisor}
+        if op == "config":
+            return ctx.config
+        if op == "raise":
+            raise ValueError(m.get("msg", "boom"))
+        if op == "exit":
+            os._exit(m.get("code", 1))
+        if op == "ask":
+            msg = {"pad": "y" * m["pad"]} if "pad" in m else m["msg"]
+            return ctx.request(m["to"], msg, timeout=m.get("timeout", 5.0))
+        if op == "send":
+            ctx.send(m["to"], m["msg"])
+            return "sent"
+        if op == "publish":
+            return ctx.publish(m["event"], m["msg"])
+        if op == "received":
+            return self.received
+        if op == "degrade":
+            self.degraded = m["reason"]
+            return "ok"
+        if op == "grandchild":
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+            return child.pid
+        if op == "big":
+            return "x" * m["n"]
+        raise ValueError(f"unknown op {op!r}")
+
+
+class AsyncProbe(Actor):
+    """Async hooks: awaits a request to another actor inside its handler."""
+
+    async def started(self, ctx):
+        await asyncio.sleep(0)
+        self.count = 0
+
+    async def handle_message(self, m, ctx):
+        self.count += 1
+        if isinstance(m, dict) and "ask" in m:
+            reply = await ctx.request(m["ask"], m["msg"], timeout=5.0)
+            return {"async": True, "reply": reply, "count": self.count}
+        await asyncio.sleep(0)
+        return {"async": True, "echo": m, "count": self.count}
+
+
+class Transfer(msgspec.Struct, tag=True):
+    amount: int
+    to: str
+
+
+class Balance(msgspec.Struct, tag=True):
+    account: str
+
+
+class Ledger(Actor):
+    """Declares its message type: payloads arrive as Structs, anything else is refused."""
+
+    message_type = Transfer | Balance
+
+    def started(self, ctx):
+        self.balances: dict[str, int] = {}
+
+    def handle_message(self, m, ctx):
+        if isinstance(m, Transfer):
+            self.balances[m.to] = self.balances.get(m.to, 0) + m.amount
+            return self.balances[m.to]
+        return self.balances.get(m.account, 0)

@@ -1,0 +1,51 @@
+"""Shared fixtures: real daemons in short private runtime dirs, always torn down."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from alysd.testing import run_daemon
+
+REPO = str(Path(__file__).resolve().parent.parent)  # so daemons can import tests.actors
+
+
+def actor_toml(name: str, cls: str = "tests.actors:Probe", supervisor: str = "root",
+               **keys) -> str:
+    """One ``[actors.NAME]`` table (plus its ``config`` table from ``config=``)."""
+    config = keys.pop("config", None)
+    lines = [f"[actors.{name}]", f'supervisor = "{supervisor}"', f'class = "{cls}"']
+    lines += [f"{k} = {_toml(v)}" for k, v in keys.items()]
+    if config:
+        lines.append(f"[actors.{name}.config]")
+        lines += [f"{k} = {_toml(v)}" for k, v in config.items()]
+    return "\n".join(lines) + "\n"
+
+
+def tree_toml(*actors: str, strategy: str = "one_for_one", max_retries: int = 3,
+              within_time: str = "5s", system: str = "") -> str:
+    """A one-supervisor tree named ``root`` holding ``actors`` (from ``actor_toml``)."""
+    head = f"[system]\n{system}\n" if system else ""
+    head += (f'[supervisors.root]\nstrategy = "{strategy}"\nmax_retries = {max_retries}\n'
+             f'within_time = "{within_time}"\n')
+    return head + "\n".join(actors)
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return str(v)
+
+
+@pytest.fixture
+def start_daemon():
+    """``start_daemon(config, **kw)`` runs alysd for the rest of the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda config, **kw: stack.enter_context(
+            run_daemon(config, python_path=[REPO], **kw))

@@ -1,0 +1,111 @@
+"""Hostile and malformed input on every socket: counted, logged, never a crash."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alysd import zmq_bus
+from alysd.control import CtlRequest, reply_decoder, request_encoder
+from alysd.testing import run_daemon, wait_until
+from tests.conftest import REPO, actor_toml, tree_toml
+
+frames = st.lists(st.binary(max_size=64), min_size=1, max_size=4)
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with run_daemon(tree_toml(actor_toml("a"), system='heartbeat_interval = "50ms"'),
+                    python_path=[REPO]) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def zctx():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def _dealer(zctx, path: str, identity: bytes) -> zmq.Socket:
+    sock = zctx.socket(zmq.DEALER)
+    if identity:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    sock.setsockopt(zmq.LINGER, 2000)  # close() must not drop what we just sent
+    sock.setsockopt(zmq.RCVTIMEO, 2000)
+    sock.connect(zmq_bus.ipc(path))
+    return sock
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=frames)
+def test_garbage_on_an_actor_inbox_is_rejected_and_the_actor_keeps_serving(daemon, zctx, garbage):
+    sock = _dealer(zctx, daemon.rundir.inbox("a"), b"intruder")
+    try:
+        sock.send_multipart(garbage)
+        # A well-formed request after the garbage is still answered, in order.
+        sock.send(zmq_bus.encode_envelope(zmq_bus.Kind.ASK, 7, {"op": "echo", "v": "ok"},
+                                          sender="intruder", target="a"))
+        while True:
+            env = zmq_bus.decode_envelope(sock.recv(), 1 << 20)
+            if env.correlation_id == 7:
+                break
+        assert msgspec.msgpack.decode(env.payload) == "ok"
+    finally:
+        sock.close()
+
+
+def test_rejections_are_counted_and_logged(daemon, zctx):
+    sock = _dealer(zctx, daemon.rundir.inbox("a"), b"x")
+    sock.send_multipart([b"\x01\x02", b"three", b"frames"])
+    sock.send(b"\x93not an envelope")
+    sock.close()
+    wait_until(lambda: daemon.log().count("rejected a frame from 'x'") == 2, message="logged")
+    logged = daemon.log().count("rejected a frame")
+    # the counter reaches status with the next heartbeat
+    wait_until(lambda: daemon.status()["a"]["errors"] >= logged, message="errors counted")
+
+
+def test_a_forged_sender_is_replaced_by_the_socket_identity(daemon, zctx):
+    sock = _dealer(zctx, daemon.rundir.inbox("a"), b"mallory")
+    try:
+        sock.send(zmq_bus.encode_envelope(zmq_bus.Kind.ASK, 9, {"op": "whoami"},
+                                          sender="a-trusted-actor", target="a"))
+        env = zmq_bus.decode_envelope(sock.recv(), 1 << 20)
+        assert msgspec.msgpack.decode(env.payload)["from"] == "mallory"
+    finally:
+        sock.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=frames)
+def test_garbage_on_the_control_and_system_sockets_never_stops_the_daemon(daemon, zctx, garbage):
+    for path in (daemon.rundir.control, daemon.rundir.system):
+        sock = _dealer(zctx, path, b"")
+        sock.send_multipart(garbage)
+        sock.close()
+    ctl = _dealer(zctx, daemon.rundir.control, b"")
+    try:
+        ctl.send(request_encoder.encode(CtlRequest(1, "status")))
+        reply = reply_decoder.decode(ctl.recv())
+        assert reply.ok
+    finally:
+        ctl.close()
+
+
+def test_unknown_control_command_is_an_error_reply(daemon, zctx):
+    ctl = _dealer(zctx, daemon.rundir.control, b"")
+    try:
+        ctl.send(request_encoder.encode(CtlRequest(5, "rm -rf /")))
+        reply = reply_decoder.decode(ctl.recv())
+        assert not reply.ok and reply.id == 5
+        assert "unknown command" in reply.error.message
+        ctl.send(request_encoder.encode(CtlRequest(6, "restart", {"wrong": 1})))
+        reply = reply_decoder.decode(ctl.recv())
+        assert not reply.ok and "bad arguments for restart" in reply.error.message
+    finally:
+        ctl.close()
+    assert daemon.proc.poll() is None
