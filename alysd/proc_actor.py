@@ -40,7 +40,8 @@ from alysd.actor import Actor, Health
 from alysd.errors import (ActorUnavailable, HandlerError, MessageTooLarge, ProtocolError,
                           RequestTimeout, UnknownActor)
 from alysd.exits import ExitCode
-from alysd.protocol import ActorBoot, Go, Heartbeat, Hello, Ready, system_decoder, system_encoder
+from alysd.protocol import (ActorBoot, Directory, Go, Heartbeat, Hello, Ready, system_decoder,
+                            system_encoder)
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority, RoutingKind
 
@@ -101,12 +102,13 @@ class _StopRequested(Exception):
 class ActorProcess:
     """One incarnation of one actor, from sockets up to exit code."""
 
-    def __init__(self, boot: ActorBoot, actor_cls: type[Actor]):
+    def __init__(self, boot: ActorBoot, directory: Directory, actor_cls: type[Actor]):
         self.boot = boot
         self.name = boot.spec.name
         self.rundir = RuntimeDir(boot.runtime_dir)
         self.max_bytes = boot.max_message_bytes
-        self.peers = frozenset(boot.peers)
+        self.peers = directory.peers
+        self.subscribers = directory.subscribers
         self.ids = zmq_bus.MessageIds()
         self.log = logging.getLogger(f"alysd.actor.{self.name}")
         self.actor = actor_cls()
@@ -251,7 +253,7 @@ class ActorProcess:
         try:
             try:
                 message = self._payload_decoder.decode(env.payload)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except zmq_bus.DECODE_ERRORS as exc:
                 raise ProtocolError(f"payload does not match {self.actor.message_type!r}: {exc}") from exc
             result = self.actor.handle_message(message, self.ctx)
             if self._async_handler:
@@ -295,7 +297,7 @@ class ActorProcess:
     def _decode_system(self, data: bytes):
         try:
             return system_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except zmq_bus.DECODE_ERRORS as exc:
             self.log.warning("ignored a malformed system message: %s", exc)
             return None
 
@@ -342,7 +344,7 @@ class ActorProcess:
         self._push(sock, to, self._frame(to, kind, message, priority)[1])
 
     def publish(self, event_type: str, message: Any) -> int:
-        targets = self.boot.subscribers.get(event_type, ())
+        targets = self.subscribers.get(event_type, ())
         for to in targets:
             frame = zmq_bus.encode_envelope(Kind.EVENT, self.ids.next(), message, sender=self.name,
                                             target=to, routing=RoutingKind.BROADCAST)
@@ -429,11 +431,11 @@ class _Reply:
         self.value = value
 
 
-def run_actor(boot: ActorBoot, actor_cls: type[Actor]) -> int:
+def run_actor(boot: ActorBoot, directory: Directory, actor_cls: type[Actor]) -> int:
     """Run one incarnation in this (freshly forked) process; returns its exit code."""
     log = logging.getLogger(f"alysd.actor.{boot.spec.name}")
     try:
-        return ActorProcess(boot, actor_cls).run()
+        return ActorProcess(boot, directory, actor_cls).run()
     except Exception:
         log.critical("crashed:\n%s", traceback.format_exc().rstrip())
         return ExitCode.CRASH

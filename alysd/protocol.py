@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import msgspec
 
-from alysd.config import ActorSpec
+from alysd.config import ActorSpec, Config
 
 
 class Hello(msgspec.Struct, tag=True, array_like=True):
@@ -52,16 +52,31 @@ SystemMessage = Hello | Go | Ready | Heartbeat
 
 
 class ActorBoot(msgspec.Struct, array_like=True, kw_only=True):
-    """Everything a freshly forked actor needs to run one incarnation."""
+    """What the root tells the zygote about one incarnation to fork."""
 
     spec: ActorSpec
     incarnation: int
     runtime_dir: str
-    peers: list[str]                       # every actor name: the directory
-    subscribers: dict[str, list[str]]      # event type -> subscribed actor names
     heartbeat_interval: float
     max_message_bytes: int
     wait_for_go: bool = True
+
+
+class Directory(msgspec.Struct, frozen=True):
+    """Who can be messaged: held by the zygote and inherited by every actor it forks,
+    so a spawn never serialises the whole tree (that made starting 1000 actors
+    quadratic)."""
+
+    peers: frozenset[str]                  # every configured actor name
+    subscribers: dict[str, tuple[str, ...]]  # event type -> subscribed actor names
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Directory":
+        table: dict[str, list[str]] = {}
+        for name, spec in config.actors.items():
+            for event in spec.subscribe:
+                table.setdefault(event, []).append(name)
+        return cls(frozenset(config.actors), {k: tuple(v) for k, v in table.items()})
 
 
 class Preloaded(msgspec.Struct, tag=True, array_like=True):

@@ -24,6 +24,7 @@ exits non-zero so that systemd takes over.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
 import signal
@@ -90,7 +91,6 @@ class Child:
     spawn_pending: bool = False        # Spawn sent, the zygote has not answered yet
     go_sent: bool = False
     hello: bool = False
-    deadline: float | None = None      # start or stop deadline, monotonic
     spawned_at: float | None = None    # unix time of the current incarnation's fork
     ready_at: float | None = None      # unix time it became ready
     ready_mono: float | None = None
@@ -163,8 +163,9 @@ class Supervisor:
         self.windows = {name: RestartWindow(s.max_retries, s.within_time)
                         for name, s in config.supervisors.items()}
         self.by_pid: dict[int, Child] = {}
-        self.subscribers = _subscribers(config)
-        self.start_queue: list[str] = []
+        # Ordered sets (dicts with None values): start order, O(1) membership and removal.
+        self.start_queue: dict[str, None] = {}
+        self.timers: dict[str, float] = {}   # actor -> its start or stop deadline (monotonic)
         self.stop_queue: list[str] = []
         self.commands: list[PendingCommand] = []
         self.relays: dict[str, _Relay] = {}
@@ -244,7 +245,7 @@ class Supervisor:
 
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
-        deadlines = [c.deadline for c in self.children.values() if c.deadline is not None]
+        deadlines = list(self.timers.values())
         deadlines += [p.deadline for p in self.commands]
         deadlines += [s.deadline for r in self.relays.values() for s in r.pending.values()]
         if not self.booted:
@@ -322,7 +323,7 @@ class Supervisor:
                 log.error("invalid configuration: %s: %s", path, text)
             self.begin_shutdown(ExitStatus.CONFIG)
             return
-        self.start_queue.extend(self.children)
+        self.start_queue.update(dict.fromkeys(self.children))
         for child in self.children.values():
             child.state = State.STARTING
 
@@ -350,13 +351,11 @@ class Supervisor:
         child.ready_at = child.ready_mono = None
         child.health, child.health_reason = "unknown", None
         child.mailbox_depth = 0
-        child.deadline = time.monotonic() + child.spec.start_timeout
+        self._set_deadline(child, time.monotonic() + child.spec.start_timeout)
         self.zygote.send(Spawn(ActorBoot(
             spec=child.spec,
             incarnation=child.incarnation,
             runtime_dir=self.rundir.path,
-            peers=list(self.children),
-            subscribers=self.subscribers,
             heartbeat_interval=self.config.system.heartbeat_interval,
             max_message_bytes=self.config.system.max_message_bytes,
             wait_for_go=wait_for_go,
@@ -377,7 +376,7 @@ class Supervisor:
             child = self.children.get(name)
             try:
                 msg = system_decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except zmq_bus.DECODE_ERRORS as exc:
                 self._bad_frame(f"system channel ({name})", exc)
                 continue
             if child is None or str(child.incarnation) != inc:
@@ -405,11 +404,10 @@ class Supervisor:
         if child.state not in (State.STARTING, State.RESTARTING):
             return
         child.state = State.RUNNING
-        child.deadline = None
+        self._set_deadline(child, None)
         child.ready_at = time.time()
         child.ready_mono = time.monotonic()
-        if child.name in self.start_queue:
-            self.start_queue.remove(child.name)
+        self.start_queue.pop(child.name, None)
         log.info("actor %s ready (pid %d, incarnation %d)", child.name, child.pid or 0,
                  child.incarnation)
 
@@ -419,14 +417,14 @@ class Supervisor:
         was = child.state
         commanded = was == State.STOPPING or self.shutting_down or child.held
         self._forget_incarnation(child, exit)
-        if child.name in self.start_queue and was != State.STOPPING:
-            self.start_queue.remove(child.name)
+        if was != State.STOPPING:
+            self.start_queue.pop(child.name, None)
         if commanded:
             child.state = State.STOPPED
             if child.restart_after_stop and not self.shutting_down:
                 child.restart_after_stop = False
                 child.state = State.STARTING
-                self.start_queue.append(child.name)
+                self.start_queue[child.name] = None
             return
         if exit.reason == "config":
             child.state = State.FAILED
@@ -443,7 +441,7 @@ class Supervisor:
         else:
             child.restarts += 1
             child.state = State.RESTARTING
-            self.start_queue.append(child.name)
+            self.start_queue[child.name] = None
             decision = "restart now"
         log.error("actor %s exited: pid %s incarnation %d %s; %s", child.name, exit.pid,
                   child.incarnation, _describe(exit), decision)
@@ -456,16 +454,22 @@ class Supervisor:
         child.pid = None
         child.spawn_pending = False
         child.proc = None
-        child.deadline = None
+        self._set_deadline(child, None)
         child.last_exit = exit
         child.ready_mono = None
+
+    def _set_deadline(self, child: Child, deadline: float | None) -> None:
+        if deadline is None:
+            self.timers.pop(child.name, None)
+        else:
+            self.timers[child.name] = deadline
 
     def _terminate(self, child: Child) -> None:
         """Begin an orderly stop of ``child``'s current incarnation (idempotent)."""
         if child.state == State.STOPPING:
             return
         child.state = State.STOPPING
-        child.deadline = None
+        self._set_deadline(child, None)
         if child.pid is not None:
             self._signal_stop(child)
         # else: the zygote is still forking it; _spawned() sends the signal.
@@ -474,10 +478,10 @@ class Supervisor:
         timeout = child.spec.shutdown_timeout
         if timeout is None:
             signal_group(child.pid, signal.SIGKILL)
-            child.deadline = None
+            self._set_deadline(child, None)
         else:
             signal_group(child.pid, signal.SIGTERM)
-            child.deadline = time.monotonic() + timeout
+            self._set_deadline(child, time.monotonic() + timeout)
 
     def begin_shutdown(self, status: ExitStatus) -> None:
         """Stop every actor in reverse start order, then leave the loop with ``status``."""
@@ -511,7 +515,7 @@ class Supervisor:
                      (now - self.started_mono) * 1000)
 
     def _advance_start(self) -> None:
-        for i, name in enumerate(self.start_queue[:FORK_AHEAD]):
+        for i, name in enumerate(itertools.islice(self.start_queue, FORK_AHEAD)):
             child = self.children[name]
             if child.state == State.STOPPING:
                 continue
@@ -521,7 +525,7 @@ class Supervisor:
             elif i == 0 and child.hello and not child.go_sent and child.ready_mono is None:
                 self.system.send_multipart([child.system_identity, system_encoder.encode(Go())])
                 child.go_sent = True
-                child.deadline = time.monotonic() + child.spec.start_timeout
+                self._set_deadline(child, time.monotonic() + child.spec.start_timeout)
 
     def _advance_shutdown(self, now: float) -> None:
         while self.stop_queue:
@@ -534,20 +538,23 @@ class Supervisor:
             self.stop_queue.pop(0)
 
     def _fire_deadlines(self, now: float) -> None:
-        for child in self.children.values():
-            if child.deadline is None or child.deadline > now:
+        for name, deadline in list(self.timers.items()):
+            if deadline > now:
                 continue
+            child = self.children[name]
             if child.state == State.STOPPING:
                 if child.pid is not None:
                     log.warning("actor %s did not stop within %gs: SIGKILL", child.name,
                                 child.spec.shutdown_timeout or 0)
                     signal_group(child.pid, signal.SIGKILL)
-                child.deadline = None
+                self._set_deadline(child, None)
             elif child.state in (State.STARTING, State.RESTARTING) and child.pid is not None:
                 log.error("actor %s not ready within %gs: killing it", child.name,
                           child.spec.start_timeout)
                 self._incarnation_ended(child, LastExit(reason="start_timeout", pid=child.pid,
                                                         at=time.time()))
+            else:
+                self._set_deadline(child, None)  # a stale timer must not spin the loop
 
     def _stop_everything_now(self) -> None:
         """Last resort on the way out: nothing we started may outlive us."""
@@ -574,7 +581,7 @@ class Supervisor:
                 continue
             try:
                 req = request_decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except zmq_bus.DECODE_ERRORS as exc:
                 self._bad_frame("control socket", exc)
                 self._answer(ident, 0, False, CommandError(f"malformed request: {exc}"))
                 continue
@@ -675,8 +682,7 @@ class Supervisor:
             child = self.children[name]
             child.held = True
             child.restart_after_stop = False
-            if name in self.start_queue:
-                self.start_queue.remove(name)
+            self.start_queue.pop(name, None)
             if child.live:
                 self._terminate(child)
             else:
@@ -691,7 +697,7 @@ class Supervisor:
             child.held = False
             if child.state in (State.STOPPED, State.FAILED):
                 child.state = State.STARTING
-                self.start_queue.append(name)
+                self.start_queue[name] = None
             elif child.state == State.STOPPING:
                 child.restart_after_stop = True
         self._await(names, State.RUNNING, answer, self._command_timeout(names))
@@ -703,15 +709,14 @@ class Supervisor:
             child = self.children[name]
             child.held = False
             if child.live:
-                if name in self.start_queue:
-                    self.start_queue.remove(name)
+                self.start_queue.pop(name, None)
                 child.restart_after_stop = True
                 self._terminate(child)
         for name in names:
             child = self.children[name]
             if child.state in (State.STOPPED, State.FAILED):
                 child.state = State.STARTING
-                self.start_queue.append(name)
+                self.start_queue[name] = None
         self._await(names, State.RUNNING, answer, self._command_timeout(names))
 
     def _finish_commands(self, now: float) -> None:
@@ -773,7 +778,7 @@ class Supervisor:
             if env.kind == Kind.ERROR:
                 try:
                     err = msgspec.msgpack.decode(env.payload, type=ErrorInfo)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                except zmq_bus.DECODE_ERRORS as exc:
                     err = ErrorInfo(kind="RemoteError", message=f"undecodable error reply: {exc}")
                 pending.answer(False, err)
             else:
@@ -792,15 +797,6 @@ class Supervisor:
         answer(True, version_info() | {"pid": os.getpid(), "runtime_dir": self.rundir.path,
                                        "config": self.config.source,
                                        "uptime_s": round(time.monotonic() - self.started_mono, 3)})
-
-
-def _subscribers(config: Config) -> dict[str, list[str]]:
-    """Event type -> subscribed actor names, from each actor's ``subscribe`` list."""
-    table: dict[str, list[str]] = {}
-    for name, spec in config.actors.items():
-        for event in spec.subscribe:
-            table.setdefault(event, []).append(name)
-    return table
 
 
 def _enqueue_only(signum, frame) -> None:

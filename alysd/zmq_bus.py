@@ -130,6 +130,10 @@ class ErrorInfo(msgspec.Struct, array_like=True, kw_only=True):
                    detail="".join(traceback.format_exception_only(exc)).strip())
 
 
+# What decoding hostile bytes can raise: msgspec's own errors, invalid UTF-8 in a
+# string, and nesting deep enough to exhaust the recursion limit.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
 _encoder = msgspec.msgpack.Encoder()
 _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 _any_decoder = msgspec.msgpack.Decoder()
@@ -156,7 +160,7 @@ def decode_any(data: bytes | msgspec.Raw) -> Any:
     """Decode msgpack into builtins; raises ``ProtocolError`` on garbage."""
     try:
         return _any_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise ProtocolError(f"undecodable payload: {exc}") from exc
 
 
@@ -166,7 +170,7 @@ def decode_envelope(frame: bytes, max_bytes: int) -> Envelope:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds the {max_bytes}-byte limit")
     try:
         return _envelope_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise ProtocolError(f"malformed envelope: {exc}") from exc
 
 
@@ -174,7 +178,7 @@ def decode_error(payload: msgspec.Raw) -> RemoteError:
     """Rebuild the typed exception carried by a ``Kind.ERROR`` envelope."""
     try:
         return _error_decoder.decode(payload).to_exception()
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         return RemoteError(f"undecodable error reply: {exc}")
 
 

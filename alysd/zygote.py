@@ -31,13 +31,13 @@ import socket
 import sys
 import traceback
 
-import msgspec
 
+from alysd import zmq_bus
 from alysd.config import Config, check_imports, import_actor_class
 from alysd.exits import ExitCode
 from alysd.process import become_subreaper, die_with_parent, set_title
-from alysd.protocol import (Exited, Preloaded, Spawn, Spawned, SpawnFailed, system_encoder,
-                            zygote_decoder)
+from alysd.protocol import (Directory, Exited, Preloaded, Spawn, Spawned, SpawnFailed,
+                            system_encoder, zygote_decoder)
 
 _MAX_DATAGRAM = 1 << 22
 log = logging.getLogger("alysd.zygote")
@@ -132,9 +132,12 @@ class _Zygote:
 
         import alysd.proc_actor  # noqa: F401  (preload: children must not pay the import)
         issues = check_imports(self.config)
-        self.sock.send(system_encoder.encode(Preloaded([(i.path, i.message) for i in issues])))
+        self.directory = Directory.from_config(self.config)
+        # Collect once, then freeze: forked children never scan (and so never
+        # copy-on-write) the zygote's objects during garbage collection.
         gc.collect()
         gc.freeze()
+        self.sock.send(system_encoder.encode(Preloaded([(i.path, i.message) for i in issues])))
 
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
@@ -153,7 +156,7 @@ class _Zygote:
             return False  # the root is gone; our children follow us via PDEATHSIG
         try:
             msg = zygote_decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except zmq_bus.DECODE_ERRORS as exc:
             log.error("ignored a malformed request from the root: %s", exc)
             return True
         if isinstance(msg, Spawn):
@@ -197,7 +200,7 @@ class _Zygote:
                 log.error("actor %s: cannot load %s: %s", boot.spec.name, boot.spec.class_path, exc)
                 return ExitCode.CONFIG
             from alysd.proc_actor import run_actor
-            return run_actor(boot, cls)
+            return run_actor(boot, self.directory, cls)
         except BaseException:
             traceback.print_exc()
             return ExitCode.CRASH

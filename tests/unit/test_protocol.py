@@ -1,0 +1,164 @@
+"""Tests of alysd.control and alysd.protocol: the control, system and zygote messages
+survive their encoders and decoders, and errors come back typed."""
+
+import msgspec
+import pytest
+
+from alysd.config import (ActorSpec, Backpressure, BackoffSpec, BreakerSpec, ChildPolicy,
+                          MailboxSpec, Restart)
+from alysd.control import (COMMANDS, CtlReply, CtlRequest, reply_decoder, request_decoder,
+                           request_encoder)
+from alysd.errors import CommandError, HandlerError, UnknownActor
+from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
+                            SpawnFailed, Spawned, system_decoder, system_encoder,
+                            zygote_decoder)
+from alysd.zmq_bus import ErrorInfo, decode_any, encode
+
+
+# --- control plane -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("req", [
+    CtlRequest(1, "status"),
+    CtlRequest(2, "restart", {"name": "engine"}),
+    CtlRequest(3, "send", {"name": "engine", "payload": {"op": [1, 2.5, None]}, "timeout": 5.0}),
+    CtlRequest(2**62, "version", {}),
+])
+def test_ctl_request_round_trip(req):
+    got = request_decoder.decode(request_encoder.encode(req))
+    assert got == req
+    assert type(got) is CtlRequest
+
+
+def test_ctl_request_args_default_to_empty():
+    # A client may send just [id, command].
+    got = request_decoder.decode(encode([7, "tree"]))
+    assert got == CtlRequest(7, "tree", {})
+
+
+@pytest.mark.parametrize("bad", [encode([1]), encode(["1", "status"]), encode({"id": 1}),
+                                 encode([1, "status", [1, 2]]), b"\xc1"])
+def test_malformed_ctl_request_is_a_decode_error(bad):
+    with pytest.raises(msgspec.DecodeError):
+        request_decoder.decode(bad)
+
+
+def test_ctl_reply_with_result_round_trip():
+    rows = [{"name": "engine", "pid": 123, "last_exit": None}, {"name": "sync", "pid": None}]
+    reply = CtlReply(5, True, result=msgspec.Raw(encode(rows)))
+    got = reply_decoder.decode(request_encoder.encode(reply))
+    assert got.id == 5 and got.ok is True and got.error is None
+    assert decode_any(got.result) == rows
+
+
+def test_ctl_reply_default_result_is_nil():
+    got = reply_decoder.decode(request_encoder.encode(CtlReply(6, True)))
+    assert decode_any(got.result) is None
+
+
+@pytest.mark.parametrize("exc, cls, text", [
+    (UnknownActor("no actor or supervisor named 'ghost'", actor="ghost"), UnknownActor,
+     "no actor or supervisor named 'ghost'"),
+    (CommandError("alysd is shutting down"), CommandError, "alysd is shutting down"),
+    (KeyError("name"), HandlerError, "KeyError: 'name'"),
+])
+def test_ctl_reply_with_error_gives_the_typed_exception(exc, cls, text):
+    info = ErrorInfo.from_exception(exc, actor=getattr(exc, "actor", None), message_id=None)
+    data = request_encoder.encode(CtlReply(8, False, error=info))
+    got = reply_decoder.decode(data)
+    assert got.ok is False and got.id == 8
+    assert got.error == info
+    err = got.error.to_exception()
+    assert type(err) is cls
+    assert str(err) == text
+    assert err.actor == getattr(exc, "actor", None)
+
+
+def test_every_command_is_documented():
+    assert set(COMMANDS) == {"status", "tree", "restart", "stop", "start", "send", "version"}
+    for name, cmd in COMMANDS.items():
+        assert cmd.name == name and cmd.doc
+    assert {n for n, c in COMMANDS.items() if c.mutating} == {"restart", "stop", "start", "send"}
+
+
+# --- system channel --------------------------------------------------------------------
+
+@pytest.mark.parametrize("msg", [
+    Hello(3, 4242),
+    Go(),
+    Ready(3),
+    Heartbeat(3, 17, 1000, 2, "degraded", "db slow"),
+    Heartbeat(4, 0, 0, 0, "healthy"),
+], ids=lambda m: type(m).__name__)
+def test_system_messages_round_trip(msg):
+    got = system_decoder.decode(system_encoder.encode(msg))
+    assert type(got) is type(msg)
+    assert got == msg
+
+
+def test_system_decoder_refuses_zygote_messages():
+    with pytest.raises(msgspec.ValidationError):
+        system_decoder.decode(system_encoder.encode(Spawned("engine", 1, 99)))
+
+
+def test_system_decoder_refuses_an_unknown_tag():
+    with pytest.raises(msgspec.ValidationError):
+        system_decoder.decode(encode(["Goodbye", 1]))
+
+
+# --- zygote channel ------------------------------------------------------------------
+
+def full_spec() -> ActorSpec:
+    return ActorSpec(
+        name="engine", supervisor="chain_supervisor", class_path="actors.engine:EngineActor",
+        strategy=ChildPolicy.CIRCUIT_BREAKER, restart=Restart.TRANSIENT,
+        memory_limit=512 << 20, cpu_limit=0.5, start_timeout=20.0, shutdown_timeout=None,
+        backoff=BackoffSpec(initial_delay=0.5, max_delay=30.0, multiplier=3.0, max_retries=4),
+        breaker=BreakerSpec(failure_threshold=3, recovery_timeout=60.0, success_threshold=2),
+        mailbox=MailboxSpec(capacity=100, backpressure=Backpressure.DROP_OLDEST),
+        subscribe=("block_added", "reorg"),
+        config={"url": "http://127.0.0.1:8545", "retries": [1, 2], "nested": {"a": None}},
+    )
+
+
+def boot(spec: ActorSpec) -> ActorBoot:
+    return ActorBoot(spec=spec, incarnation=9, runtime_dir="/run/alysd",
+                     heartbeat_interval=1.0, max_message_bytes=16 << 20, wait_for_go=False)
+
+
+@pytest.mark.parametrize("msg", [
+    Preloaded([]),
+    Preloaded([("actors.engine.class", "cannot import 'actors.engine': boom")]),
+    Spawn(boot(full_spec())),
+    Spawn(boot(ActorSpec(name="m", supervisor="root", class_path="m:C"))),
+    Spawned("engine", 9, 31337),
+    SpawnFailed("engine", 9, "fork failed: [Errno 11] Resource temporarily unavailable"),
+    Exited(31337, 9),
+    Exited(31337, 78 << 8),
+], ids=lambda m: type(m).__name__)
+def test_zygote_messages_round_trip(msg):
+    got = zygote_decoder.decode(system_encoder.encode(msg))
+    assert type(got) is type(msg)
+    assert got == msg
+
+
+def test_spawn_keeps_typed_spec_fields():
+    got = zygote_decoder.decode(system_encoder.encode(Spawn(boot(full_spec()))))
+    spec = got.boot.spec
+    assert spec.strategy is ChildPolicy.CIRCUIT_BREAKER
+    assert spec.restart is Restart.TRANSIENT
+    assert spec.mailbox.backpressure is Backpressure.DROP_OLDEST
+    assert spec.shutdown_timeout is None
+    assert spec.subscribe == ("block_added", "reorg")
+    assert spec.backoff.reset_after == 5.0          # 10 x initial_delay, kept across the wire
+    assert got.boot.wait_for_go is False
+    assert got.boot.incarnation == 9 and got.boot.max_message_bytes == 16 << 20
+
+
+def test_preloaded_issues_decode_as_pairs():
+    got = zygote_decoder.decode(system_encoder.encode(Preloaded([("a.class", "x")])))
+    assert got.issues == [("a.class", "x")]
+
+
+def test_zygote_decoder_refuses_system_messages():
+    with pytest.raises(msgspec.ValidationError):
+        zygote_decoder.decode(system_encoder.encode(Hello(1, 2)))
