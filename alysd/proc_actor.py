@@ -40,8 +40,8 @@ from alysd.actor import Actor, Health
 from alysd.errors import (ActorUnavailable, HandlerError, MessageTooLarge, ProtocolError,
                           RequestTimeout, UnknownActor)
 from alysd.exits import ExitCode
-from alysd.protocol import (ActorBoot, Directory, Go, Heartbeat, Hello, Ready, system_decoder,
-                            system_encoder)
+from alysd.protocol import ActorBoot, Directory, Go, Heartbeat, Hello, Ready
+from alysd.system_channel import ActorLink
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority, RoutingKind
 
@@ -129,16 +129,15 @@ class ActorProcess:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, zctx: zmq.Context | None = None) -> int:
         """Serve until told to stop; returns the process exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop_signal)
-        self.zctx = zmq.Context(io_threads=1)
+        self.zctx = zctx or zmq.Context(io_threads=1)
         try:
             self.inbox = zmq_bus.bind_router(self.zctx, self.rundir.inbox(self.name))
-            self.system = zmq_bus.connect_dealer(
-                self.zctx, self.rundir.system, f"{self.name}#{self.boot.incarnation}")
-            self._send_system(Hello(self.boot.incarnation, os.getpid()))
+            self.system = ActorLink(self.rundir.system)
+            self.system.send(Hello(self.boot.incarnation, os.getpid()))
             if self.boot.wait_for_go and not self._await_go():
                 return ExitCode.OK
             try:
@@ -146,7 +145,7 @@ class ActorProcess:
             except Exception:
                 self.log.error("started() failed:\n%s", traceback.format_exc().rstrip())
                 return ExitCode.START_FAILED
-            self._send_system(Ready(self.boot.incarnation))
+            self.system.send(Ready(self.boot.incarnation))
             self._serve()
             try:
                 self._call(self.actor.stopped, self.ctx)
@@ -166,27 +165,38 @@ class ActorProcess:
             raise _StopRequested
 
     def _await_go(self) -> bool:
-        """Wait for the root's Go; False if told to stop first."""
+        """Wait for the root's Go (an ordered start); False if told to stop first."""
         while True:
-            msg = self._wait(self.system, 1000)
+            msg = None
+            self._idle = True
+            try:
+                if not self._stopping:
+                    msg = self.system.receive(1.0)
+                self._idle = False
+            except _StopRequested:
+                pass
+            except ProtocolError as exc:
+                self._idle = False
+                self.log.warning("ignored a malformed system message: %s", exc)
             if self._stopping:
                 return False
-            if msg is not None and isinstance(self._decode_system(msg), Go):
+            if isinstance(msg, Go):
                 return True
 
-    def _wait(self, sock: zmq.Socket, timeout_ms: float) -> bytes | None:
-        """Block for one frame on ``sock`` up to ``timeout_ms``; None on timeout or stop.
+    def _wait(self, timeout_ms: float) -> bytes | None:
+        """Block for the next identity frame on the inbox up to ``timeout_ms``;
+        None on timeout or stop.
 
         A blocking receive is ~30 us faster per message than poll-then-receive,
         which is why the loop has no poller: a stop signal breaks the wait by
         raising from its handler, and only while ``_idle`` is set.
         """
         got = None
-        sock.setsockopt(zmq.RCVTIMEO, max(int(timeout_ms), 0))
+        self.inbox.setsockopt(zmq.RCVTIMEO, max(int(timeout_ms), 0))
         self._idle = True
         try:
             if not self._stopping:
-                got = sock.recv()
+                got = self.inbox.recv()
             self._idle = False
         except (zmq.Again, _StopRequested):
             self._idle = False
@@ -204,7 +214,7 @@ class ActorProcess:
             if now >= next_beat:
                 self._heartbeat()
                 next_beat = now + interval
-            ident = self._wait(inbox, (next_beat - now) * 1000)
+            ident = self._wait((next_beat - now) * 1000)
             if ident is None:
                 continue
             self._accept(ident)
@@ -291,16 +301,6 @@ class ActorProcess:
 
     # --- system channel --------------------------------------------------------
 
-    def _send_system(self, msg) -> None:
-        self.system.send(system_encoder.encode(msg))
-
-    def _decode_system(self, data: bytes):
-        try:
-            return system_decoder.decode(data)
-        except zmq_bus.DECODE_ERRORS as exc:
-            self.log.warning("ignored a malformed system message: %s", exc)
-            return None
-
     def _heartbeat(self) -> None:
         try:
             health = self._call(self.actor.health_check)
@@ -308,8 +308,9 @@ class ActorProcess:
                 health = Health("unhealthy", f"health_check() returned {health!r}")
         except Exception as exc:
             health = Health("unhealthy", f"health_check() raised {type(exc).__name__}: {exc}")
-        self._send_system(Heartbeat(self.boot.incarnation, len(self.mailbox), self.handled,
-                                    self.errors, health.status, health.reason))
+        # Best effort: a root that is not keeping up is not waited for.
+        self.system.send_nowait(Heartbeat(self.boot.incarnation, len(self.mailbox), self.handled,
+                                          self.errors, health.status, health.reason))
 
     # --- sending ---------------------------------------------------------------
 
@@ -431,11 +432,16 @@ class _Reply:
         self.value = value
 
 
-def run_actor(boot: ActorBoot, directory: Directory, actor_cls: type[Actor]) -> int:
-    """Run one incarnation in this (freshly forked) process; returns its exit code."""
+def run_actor(boot: ActorBoot, directory: Directory, actor_cls: type[Actor],
+              zctx: zmq.Context | None = None) -> int:
+    """Run one incarnation in this (freshly forked) process; returns its exit code.
+
+    ``zctx`` is this process's own ZeroMQ context when a warm spare made it
+    ahead of time; never a context inherited across fork.
+    """
     log = logging.getLogger(f"alysd.actor.{boot.spec.name}")
     try:
-        return ActorProcess(boot, directory, actor_cls).run()
+        return ActorProcess(boot, directory, actor_cls).run(zctx)
     except Exception:
         log.critical("crashed:\n%s", traceback.format_exc().rstrip())
         return ExitCode.CRASH

@@ -1,6 +1,7 @@
 """Messages of alysd's two internal channels, as tagged msgspec Structs.
 
-System channel (each actor's DEALER ↔ the root's ROUTER, ``system.sock``)::
+System channel (a unix SOCK_SEQPACKET connection per actor to the root's
+``system.sock``; see ``alysd.system_channel``)::
 
     actor → root   Hello      sockets are up; waiting for Go (ordered start)
     root  → actor  Go         run ``started()`` now

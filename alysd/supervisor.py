@@ -35,18 +35,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import msgspec
-import psutil
 import zmq
 
 import alysd
-from alysd import zmq_bus
+from alysd import system_channel, zmq_bus
 from alysd.config import ActorSpec, Config
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
 from alysd.exits import LastExit, classify
 from alysd.process import become_subreaper, group_alive, signal_group
+from alysd.limits import Sampler
+from alysd.poll import EventPoller
 from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
-                            Spawned, SpawnFailed, system_decoder, system_encoder)
+                            Spawned, SpawnFailed)
 from alysd.restart import RestartWindow, wants_restart
 from alysd.runtime_dir import DaemonLock, RuntimeDir
 from alysd.zmq_bus import ErrorInfo, Kind
@@ -55,7 +56,7 @@ from alysd.zygote import start_zygote
 
 log = logging.getLogger("alysd")
 
-FORK_AHEAD = 8              # successors forked before their turn in an ordered start
+FORK_AHEAD = 4              # successors forked before their turn in an ordered start
 PRELOAD_TIMEOUT = 120.0     # seconds the zygote may take to import every actor class
 MAX_POLL_MS = 1000
 
@@ -100,7 +101,7 @@ class Child:
     errors: int = 0
     health: str = "unknown"
     health_reason: str | None = None
-    proc: psutil.Process | None = None
+    conn: system_channel.Connection | None = None   # its system channel, once attached
 
     @property
     def name(self) -> str:
@@ -111,9 +112,6 @@ class Child:
         """A process exists (or is being forked) for the current incarnation."""
         return self.pid is not None or self.spawn_pending
 
-    @property
-    def system_identity(self) -> bytes:
-        return f"{self.name}#{self.incarnation}".encode()
 
 
 @dataclass(frozen=True)
@@ -176,6 +174,11 @@ class Supervisor:
         self.exit_status = ExitStatus.OK
         self.started_mono = time.monotonic()
         self.bad_frames = 0
+        self.denied = 0
+        self.conns: dict[int, system_channel.Connection] = {}   # fd -> system connection
+        self.conn_by_pid: dict[int, system_channel.Connection] = {}
+        self.sampler = Sampler()
+        self.relay_of: dict[zmq.Socket, _Relay] = {}
 
     # --- setup -----------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class Supervisor:
         lock.acquire()
         # Fork the zygote first: this process must not own a ZeroMQ context or
         # any thread when it forks.
-        self.zygote = start_zygote(self.config)
+        self.zygote = start_zygote(self.config, self.rundir.path)
         try:
             become_subreaper()
             self._install_signals()
@@ -217,26 +220,31 @@ class Supervisor:
 
     def _run_loop(self) -> int:
         self.control = zmq_bus.bind_router(self.zctx, self.rundir.control)
-        self.system = zmq_bus.bind_router(self.zctx, self.rundir.system)
-        self.poller = zmq.Poller()
-        for item in (self.control, self.system, self.zygote, self.wake_r):
-            self.poller.register(item, zmq.POLLIN)
+        self.listener = system_channel.listen(self.rundir.system)
+        self.poller = EventPoller()
+        for fd in (self.wake_r.fileno(), self.zygote.fileno(), self.listener.fileno()):
+            self.poller.add_fd(fd)
+        self.poller.add_zmq(self.control)
         self.boot_deadline = time.monotonic() + PRELOAD_TIMEOUT
         log.info("alysd %s starting: %d actors, runtime dir %s, config %s", alysd.__version__,
                  len(self.children), self.rundir.path, self.config.source or "<built-in>")
         while True:
-            events = dict(self.poller.poll(self._poll_timeout_ms()))
-            if self.wake_r.fileno() in events:
+            fds, sockets = self.poller.poll(self._poll_timeout_ms() / 1000)
+            if self.wake_r.fileno() in fds:
                 self._drain_signals()
-            if self.zygote.fileno() in events:
+            if self.zygote.fileno() in fds:
                 self._zygote_events()
-            if self.system in events:
-                self._system_messages()
-            if self.control in events:
-                self._control_requests()
-            for name, relay in list(self.relays.items()):
-                if relay.sock in events:
-                    self._relay_replies(relay)
+            if self.listener.fileno() in fds:
+                self._accept_system_connections()
+            for fd in fds:
+                conn = self.conns.get(fd)
+                if conn is not None:
+                    self._system_messages(conn)
+            for sock in sockets:
+                if sock is self.control:
+                    self._control_requests()
+                else:
+                    self._relay_replies(self.relay_of[sock])
             self._reconcile()
             if self.shutting_down and not self.stop_queue and not any(
                     c.live for c in self.children.values()):
@@ -246,6 +254,9 @@ class Supervisor:
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
         deadlines = list(self.timers.values())
+        sample_due = self.sampler.next_due()
+        if sample_due is not None:
+            deadlines.append(sample_due)
         deadlines += [p.deadline for p in self.commands]
         deadlines += [s.deadline for r in self.relays.values() for s in r.pending.values()]
         if not self.booted:
@@ -300,7 +311,7 @@ class Supervisor:
     def _zygote_events(self) -> None:
         for msg in self.zygote.receive():
             if msg is None:
-                self.poller.unregister(self.zygote)
+                self.poller.remove_fd(self.zygote.fileno())
                 return
             if isinstance(msg, Preloaded):
                 self._preloaded(msg)
@@ -334,11 +345,10 @@ class Supervisor:
         child.spawn_pending = False
         child.pid = msg.pid
         self.by_pid[msg.pid] = child
-        try:
-            child.proc = psutil.Process(msg.pid)
-            child.proc.cpu_percent(None)  # prime: the first reading is always 0.0
-        except psutil.Error:
-            child.proc = None
+        conn = self.conn_by_pid.get(msg.pid)
+        if conn is not None:
+            self._attach(child, conn)
+        self.sampler.track(child.name, msg.pid)
         if child.state == State.STOPPING:
             self._signal_stop(child)  # the stop was asked for while it was being forked
 
@@ -363,32 +373,64 @@ class Supervisor:
 
     # --- system channel ------------------------------------------------------------
 
-    def _system_messages(self) -> None:
-        while True:
-            try:
-                ident, data = self._recv_pair(self.system)
-            except zmq.Again:
+    def _accept_system_connections(self) -> None:
+        for conn in system_channel.accept_all(self.listener):
+            if conn.uid not in (os.geteuid(), 0):
+                self.denied += 1
+                log.warning("refused a system connection from pid %d uid %d", conn.pid, conn.uid)
+                conn.close()
+                continue
+            self.conns[conn.fileno()] = conn
+            self.conn_by_pid[conn.pid] = conn
+            self.poller.add_fd(conn.fileno())
+            child = self.by_pid.get(conn.pid)
+            if child is not None:
+                self._attach(child, conn)
+
+    def _attach(self, child: Child, conn: system_channel.Connection) -> None:
+        """Bind a connection to the incarnation whose pid the kernel vouched for."""
+        child.conn = conn
+        for msg in conn.early:
+            self._apply_system_message(child, msg)
+        conn.early.clear()
+
+    def _system_messages(self, conn: system_channel.Connection) -> None:
+        try:
+            messages = conn.receive()
+        except ProtocolError as exc:
+            self._bad_frame(f"system channel (pid {conn.pid})", exc)
+            messages = []
+        for msg in messages:
+            if msg is None:
+                self._close_conn(conn)
                 return
-            except ProtocolError as exc:
-                self._bad_frame("system channel", exc)
-                continue
-            name, _, inc = ident.decode(errors="replace").partition("#")
-            child = self.children.get(name)
-            try:
-                msg = system_decoder.decode(data)
-            except zmq_bus.DECODE_ERRORS as exc:
-                self._bad_frame(f"system channel ({name})", exc)
-                continue
-            if child is None or str(child.incarnation) != inc:
-                continue  # a message from an incarnation we no longer track
-            if isinstance(msg, Hello):
-                child.hello = True
-            elif isinstance(msg, Ready):
-                self._ready(child)
-            elif isinstance(msg, Heartbeat):
-                child.mailbox_depth = msg.mailbox_depth
-                child.handled, child.errors = msg.handled, msg.errors
-                child.health, child.health_reason = msg.health, msg.health_reason
+            child = self.by_pid.get(conn.pid)
+            if child is None:
+                conn.early.append(msg)  # the zygote's Spawned for this pid is still on its way
+            else:
+                self._apply_system_message(child, msg)
+
+    def _apply_system_message(self, child: Child, msg) -> None:
+        if msg.incarnation != child.incarnation:
+            return  # a message from an incarnation we no longer track
+        if isinstance(msg, Hello):
+            child.hello = True
+        elif isinstance(msg, Ready):
+            self._ready(child)
+        elif isinstance(msg, Heartbeat):
+            child.mailbox_depth = msg.mailbox_depth
+            child.handled, child.errors = msg.handled, msg.errors
+            child.health, child.health_reason = msg.health, msg.health_reason
+
+    def _close_conn(self, conn: system_channel.Connection) -> None:
+        self.poller.remove_fd(conn.fileno())
+        self.conns.pop(conn.fileno(), None)
+        if self.conn_by_pid.get(conn.pid) is conn:
+            del self.conn_by_pid[conn.pid]
+        child = self.by_pid.get(conn.pid)
+        if child is not None and child.conn is conn:
+            child.conn = None
+        conn.close()
 
     def _recv_pair(self, sock: zmq.Socket) -> tuple[bytes, bytes]:
         frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -451,9 +493,12 @@ class Supervisor:
             # Nothing of an incarnation outlives its leader: sweep its process group.
             signal_group(child.pid, signal.SIGKILL)
             self.by_pid.pop(child.pid, None)
+        if child.conn is not None:
+            self._close_conn(child.conn)
+            child.conn = None
         child.pid = None
         child.spawn_pending = False
-        child.proc = None
+        self.sampler.forget(child.name)
         self._set_deadline(child, None)
         child.last_exit = exit
         child.ready_mono = None
@@ -507,6 +552,8 @@ class Supervisor:
         else:
             self._advance_start()
         self._fire_deadlines(now)
+        if (due := self.sampler.next_due()) is not None and now >= due:
+            self.sampler.refresh(now)
         self._finish_commands(now)
         self._expire_sends(now)
         if not self.tree_up_logged and self.booted and not self.shutting_down and not self.start_queue:
@@ -522,8 +569,9 @@ class Supervisor:
             if not child.live:
                 # The head runs started() at once; the ones behind it wait for Go.
                 self._spawn(child, wait_for_go=i > 0)
-            elif i == 0 and child.hello and not child.go_sent and child.ready_mono is None:
-                self.system.send_multipart([child.system_identity, system_encoder.encode(Go())])
+            elif (i == 0 and child.hello and not child.go_sent and child.ready_mono is None
+                  and child.conn is not None):
+                child.conn.send(Go())
                 child.go_sent = True
                 self._set_deadline(child, time.monotonic() + child.spec.start_timeout)
 
@@ -631,14 +679,7 @@ class Supervisor:
         answer(True, [self._status_of(c) for c in self.children.values()])
 
     def _status_of(self, child: Child) -> dict:
-        rss = cpu = None
-        if child.proc is not None:
-            try:
-                with child.proc.oneshot():
-                    rss = child.proc.memory_info().rss
-                    cpu = child.proc.cpu_percent(None)
-            except psutil.Error:
-                pass
+        sample = self.sampler.latest(child.name) if child.pid is not None else None
         uptime = time.monotonic() - child.ready_mono if child.ready_mono is not None else None
         return {
             "name": child.name,
@@ -647,8 +688,8 @@ class Supervisor:
             "state": child.state.value,
             "restarts": child.restarts,
             "uptime_s": round(uptime, 3) if uptime is not None else None,
-            "rss_bytes": rss,
-            "cpu_percent": cpu,
+            "rss_bytes": sample.rss_bytes if sample else None,
+            "cpu_percent": sample.cpu_percent if sample else None,
             "mailbox_depth": child.mailbox_depth,
             "health": child.health if child.state == State.RUNNING else "unknown",
             "health_reason": child.health_reason,
@@ -753,7 +794,8 @@ class Supervisor:
         if relay is None:
             sock = zmq_bus.connect_dealer(self.zctx, self.rundir.inbox(name), zmq_bus.CTL_IDENTITY)
             relay = self.relays[name] = _Relay(sock)
-            self.poller.register(sock, zmq.POLLIN)
+            self.relay_of[sock] = relay
+            self.poller.add_zmq(sock)
         mid = self.ids.next()
         frame = zmq_bus.encode_envelope(Kind.ASK, mid, args.get("payload"),
                                         sender=zmq_bus.CTL_IDENTITY, target=name, timeout=timeout)

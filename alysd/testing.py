@@ -94,7 +94,7 @@ class RunningDaemon:
                 return None
             wanted = names or list(rows)
             return rows if all(rows[n]["state"] == "running" for n in wanted) else None
-        return wait_until(check, timeout, message=f"actors {names or 'all'} running")
+        return wait_until(check, timeout, interval=0.05, message=f"actors {names or 'all'} running")
 
     def descendants(self) -> list[psutil.Process]:
         try:

@@ -8,8 +8,8 @@ round trip)::
     DEALER (routing id "a") ──ipc──▶ ROUTER bound at <rundir>/b.inbox
         ◀──────────── reply routed back by the identity frame
 
-    every actor: DEALER (id "<name>#<incarnation>") ──▶ root ROUTER <rundir>/system.sock
     alysctl:     DEALER ──▶ root ROUTER <rundir>/control.sock
+    (the root ↔ actor system channel is a plain unix socket: alysd.system_channel)
 
 Frames on an inbox ROUTER::
 

@@ -31,15 +31,18 @@ import socket
 import sys
 import traceback
 
+import msgspec
+
 
 from alysd import zmq_bus
 from alysd.config import Config, check_imports, import_actor_class
 from alysd.exits import ExitCode
 from alysd.process import become_subreaper, die_with_parent, set_title
-from alysd.protocol import (Directory, Exited, Preloaded, Spawn, Spawned, SpawnFailed,
-                            system_encoder, zygote_decoder)
+from alysd.protocol import (ActorBoot, Directory, Exited, Preloaded, Spawn, Spawned,
+                            SpawnFailed, system_encoder, zygote_decoder)
 
 _MAX_DATAGRAM = 1 << 22
+WARM_SPARES = 1
 log = logging.getLogger("alysd.zygote")
 
 
@@ -86,7 +89,7 @@ class ZygoteHandle:
         self.sock.close()
 
 
-def start_zygote(config: Config) -> ZygoteHandle:
+def start_zygote(config: Config, runtime_dir: str) -> ZygoteHandle:
     """Fork the zygote. Call before this process creates a ZeroMQ context or thread."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     root_pid = os.getpid()
@@ -97,7 +100,7 @@ def start_zygote(config: Config) -> ZygoteHandle:
         code = ExitCode.CRASH
         try:
             ours.close()
-            code = _Zygote(theirs, root_pid, config).run()
+            code = _Zygote(theirs, root_pid, config, runtime_dir).run()
         except BaseException:
             traceback.print_exc()
         finally:
@@ -107,11 +110,13 @@ def start_zygote(config: Config) -> ZygoteHandle:
 
 
 class _Zygote:
-    def __init__(self, sock: socket.socket, root_pid: int, config: Config):
+    def __init__(self, sock: socket.socket, root_pid: int, config: Config, runtime_dir: str):
         self.sock = sock
         self.root_pid = root_pid
         self.config = config
+        self.runtime_dir = runtime_dir
         self.children: dict[int, tuple[str, int]] = {}
+        self.spares: list[tuple[int, int]] = []   # (pid, write end of its boot pipe)
 
     def run(self) -> int:
         die_with_parent(self.root_pid)
@@ -138,6 +143,8 @@ class _Zygote:
         gc.collect()
         gc.freeze()
         self.sock.send(system_encoder.encode(Preloaded([(i.path, i.message) for i in issues])))
+        if not issues:
+            self._top_up_spares()
 
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
@@ -165,48 +172,114 @@ class _Zygote:
 
     def _spawn(self, msg: Spawn) -> None:
         boot = msg.boot
+        pid = self._assign_spare(boot)
+        if pid is None:
+            try:
+                pid = self._fork(lambda: self._become_actor(boot, None))
+            except OSError as exc:
+                self._tell(SpawnFailed(boot.spec.name, boot.incarnation, f"fork failed: {exc}"))
+                return
+        self.children[pid] = (boot.spec.name, boot.incarnation)
+        self._tell(Spawned(boot.spec.name, boot.incarnation, pid))
+        self._top_up_spares()
+
+    def _fork(self, body) -> int:
+        """Fork a child that runs ``body()`` and exits with its result."""
         sys.stdout.flush()
         sys.stderr.flush()
         zygote_pid = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            self._tell(SpawnFailed(boot.spec.name, boot.incarnation, f"fork failed: {exc}"))
-            return
+        pid = os.fork()
         if pid == 0:
-            os._exit(self._become_actor(boot, zygote_pid))
+            code = ExitCode.CRASH
+            try:
+                self._after_fork(zygote_pid)
+                code = body()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
         except OSError:
             pass
-        self.children[pid] = (boot.spec.name, boot.incarnation)
-        self._tell(Spawned(boot.spec.name, boot.incarnation, pid))
+        return pid
 
-    def _become_actor(self, boot, zygote_pid: int) -> int:
-        """Runs in the forked child; never returns into the zygote's loop."""
-        try:
-            os.setpgid(0, 0)
-            die_with_parent(zygote_pid)
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            self.sock.close()
-            self.wake_r.close()
-            self.wake_w.close()
-            set_title(f"alysd: {boot.spec.supervisor}/{boot.spec.name}")
+    def _after_fork(self, zygote_pid: int) -> None:
+        """Child hygiene: own process group, die with the zygote, none of its fds or handlers."""
+        os.setpgid(0, 0)
+        die_with_parent(zygote_pid)
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        self.sock.close()
+        self.wake_r.close()
+        self.wake_w.close()
+        for _, fd in self.spares:
+            os.close(fd)
+        self.spares = []
+
+    # --- warm spares -------------------------------------------------------------
+    # A spare is forked ahead of need and has already paid for the fork and for
+    # its ZeroMQ context (IO thread included); it waits on a pipe for the boot of
+    # the incarnation it becomes. That takes ~2 ms off every start and restart.
+
+    def _top_up_spares(self) -> None:
+        while len(self.spares) < WARM_SPARES:
+            r, w = os.pipe()
             try:
-                cls = import_actor_class(boot.spec.class_path)
-            except Exception as exc:
-                log.error("actor %s: cannot load %s: %s", boot.spec.name, boot.spec.class_path, exc)
-                return ExitCode.CONFIG
-            from alysd.proc_actor import run_actor
-            return run_actor(boot, self.directory, cls)
-        except BaseException:
-            traceback.print_exc()
-            return ExitCode.CRASH
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+                pid = self._fork(lambda: self._become_spare(r, w))
+            except OSError as exc:
+                os.close(r)
+                os.close(w)
+                log.warning("cannot fork a warm spare: %s", exc)
+                return
+            os.close(r)
+            self.spares.append((pid, w))
+
+    def _assign_spare(self, boot: ActorBoot) -> int | None:
+        """Hand ``boot`` to a waiting spare; its pid, or None when none is usable."""
+        while self.spares:
+            pid, fd = self.spares.pop(0)
+            data = system_encoder.encode(boot)
+            try:
+                os.write(fd, len(data).to_bytes(4, "big") + data)
+                return pid
+            except OSError:
+                continue  # that spare died; _reap() collects it
+            finally:
+                os.close(fd)
+        return None
+
+    def _become_spare(self, r: int, w: int) -> int:
+        os.close(w)
+        set_title("alysd: zygote spare")
+        import zmq
+        zctx = zmq.Context(io_threads=1)
+        # Rehearse: the first socket starts libzmq's threads, and the first bind in a
+        # forked child faults in (copies) the pages it touches, ~2 ms here. Pay both now.
+        rehearsal = os.path.join(self.runtime_dir, f".spare-{os.getpid()}")
+        sock = zctx.socket(zmq.ROUTER)
+        sock.bind(f"ipc://{rehearsal}")
+        sock.close(linger=0)
+        os.unlink(rehearsal)
+        data = _read_message(r)
+        os.close(r)
+        if data is None:
+            return ExitCode.OK  # never used: the zygote is going away
+        return self._become_actor(msgspec.msgpack.decode(data, type=ActorBoot), zctx)
+
+    def _become_actor(self, boot: ActorBoot, zctx) -> int:
+        """Runs in the forked child; never returns into the zygote's loop."""
+        set_title(f"alysd: {boot.spec.supervisor}/{boot.spec.name}")
+        try:
+            cls = import_actor_class(boot.spec.class_path)
+        except Exception as exc:
+            log.error("actor %s: cannot load %s: %s", boot.spec.name, boot.spec.class_path, exc)
+            return ExitCode.CONFIG
+        from alysd.proc_actor import run_actor
+        return run_actor(boot, self.directory, cls, zctx)
 
     def _tell(self, msg) -> None:
         self.sock.send(system_encoder.encode(msg))
@@ -228,3 +301,23 @@ class _Zygote:
                 return
             if self.children.pop(pid, None) is not None:
                 self._tell(Exited(pid, status))
+            elif any(spare == pid for spare, _ in self.spares):
+                for i, (spare, fd) in enumerate(self.spares):
+                    if spare == pid:
+                        os.close(fd)
+                        del self.spares[i]
+                        break
+                log.warning("a warm spare (pid %d) died before use: %s", pid, status)
+
+
+def _read_message(fd: int) -> bytes | None:
+    """Read one length-prefixed message from a pipe; None at end of file."""
+    buf = b""
+    while True:
+        need = 4 if len(buf) < 4 else 4 + int.from_bytes(buf[:4], "big")
+        if len(buf) >= need and len(buf) >= 4:
+            return buf[4:need]
+        chunk = os.read(fd, max(need - len(buf), 4096))
+        if not chunk:
+            return None
+        buf += chunk

@@ -44,7 +44,8 @@ def test_stop_signal_stops_actors_in_reverse_start_order_and_exits_0(start_daemo
 def test_sigkill_of_alysd_leaves_no_actor_alive_after_one_second(start_daemon):
     d = start_daemon(tree_toml(*(actor_toml(n) for n in "abcd")))
     tree = [p.pid for p in d.descendants()]
-    assert len(tree) == 5  # the zygote and four actors
+    actors = [row["pid"] for row in d.status().values()]
+    assert set(actors) < set(tree)  # and the zygote, with its warm spare
     d.proc.kill()
     d.proc.wait()
     wait_until(lambda: all(_gone(pid) for pid in tree), timeout=1.0,
