@@ -321,3 +321,4 @@ def _read_message(fd: int) -> bytes | None:
         if not chunk:
             return None
         buf += chunk
+
