@@ -253,7 +253,7 @@ def version(obj: dict, as_json: bool) -> None:
         if data is None:
             click.echo(f"{who}: not running")
             continue
-        click.echo(f"{who}: " + ", ".join(f"{k} {v}" for k, v in data.items()))
+        click.echo(f"{who}: " + ", ".join(f"{k} {v}" for k, v in data.items() if v is not None))
 
 
 if __name__ == "__main__":

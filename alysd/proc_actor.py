@@ -58,7 +58,6 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-WAIT_SLICE_MS = 100         # an idle actor wakes this often (or each heartbeat interval)
 
 
 class Context:
@@ -143,9 +142,10 @@ class ActorProcess:
             signal.signal(sig, self._on_stop_signal)
         self.zctx = zctx or zmq.Context(io_threads=1)
         try:
-            self.inbox = zmq_bus.bind_router(self.zctx, self.rundir.inbox(self.name))
-            _set(self.inbox, _RCVTIMEO,
-                 max(1, min(WAIT_SLICE_MS, int(self.boot.heartbeat_interval * 1000))))
+            self.inbox = zmq_bus.bind_router(self.zctx, self.rundir.inbox(self.name),
+                                             max_message_bytes=self.max_bytes)
+            # An idle actor wakes once per heartbeat interval, when its heartbeat is due.
+            _set(self.inbox, _RCVTIMEO, max(1, int(self.boot.heartbeat_interval * 1000)))
             self.system = ActorLink(self.rundir.system)
             self.system.send(Hello(self.boot.incarnation, os.getpid()))
             if self.boot.wait_for_go and not self._await_go():
@@ -194,8 +194,8 @@ class ActorProcess:
                 return True
 
     def _wait(self) -> bytes | None:
-        """Block for the next identity frame on the inbox for up to
-        ``WAIT_SLICE_MS``; None on timeout or stop.
+        """Block for the next identity frame on the inbox for up to one heartbeat
+        interval; None on timeout or stop.
 
         A blocking receive is ~30 us faster per message than poll-then-receive,
         which is why the loop has no poller: a stop signal breaks the wait by

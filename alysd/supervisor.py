@@ -219,7 +219,9 @@ class Supervisor:
             signal.signal(sig, _enqueue_only)
 
     def _run_loop(self) -> int:
-        self.control = zmq_bus.bind_router(self.zctx, self.rundir.control)
+        self.control = zmq_bus.bind_router(
+            self.zctx, self.rundir.control,
+            max_message_bytes=self.config.system.max_message_bytes + zmq_bus.OVERSIZE_SLACK)
         self.listener = system_channel.listen(self.rundir.system)
         self.poller = EventPoller()
         for fd in (self.wake_r.fileno(), self.zygote.fileno(), self.listener.fileno()):
@@ -838,7 +840,9 @@ class Supervisor:
     def cmd_version(self, args: dict, answer) -> None:
         answer(True, version_info() | {"pid": os.getpid(), "runtime_dir": self.rundir.path,
                                        "config": self.config.source,
-                                       "uptime_s": round(time.monotonic() - self.started_mono, 3)})
+                                       "uptime_s": round(time.monotonic() - self.started_mono, 3),
+                                       "rejected_frames": self.bad_frames,
+                                       "denied_connections": self.denied})
 
 
 def _enqueue_only(signum, frame) -> None:

@@ -46,6 +46,7 @@ RECONNECT_IVL_MS = 2
 RECONNECT_IVL_MAX_MS = 50
 CLOSE_LINGER_MS = 1000
 CTL_IDENTITY = "$ctl"    # from_actor of requests relayed for alysctl
+OVERSIZE_SLACK = 64 * 1024  # oversized frames up to this much over the limit get a clear refusal
 
 
 class Priority(enum.IntEnum):
@@ -231,16 +232,18 @@ def _tune(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def bind_router(ctx: zmq.Context, path: str, *, identity: str | None = None) -> zmq.Socket:
+def bind_router(ctx: zmq.Context, path: str, *, max_message_bytes: int) -> zmq.Socket:
     """A ROUTER bound at a unix socket path, replacing a stale socket file.
 
     The caller holds the runtime dir's daemon lock (or owns the actor name), so a
-    file already at ``path`` belongs to a dead process.
+    file already at ``path`` belongs to a dead process. A frame a little over
+    ``max_message_bytes`` still arrives, to be refused with a clear error; a peer
+    that sends one far over it is disconnected by libzmq before it is buffered,
+    so a hostile peer cannot make the receiver hold gigabytes.
     """
     sock = _tune(ctx.socket(zmq.ROUTER))
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    if identity is not None:
-        sock.setsockopt(zmq.ROUTING_ID, identity.encode())
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes + OVERSIZE_SLACK)
     try:
         os.unlink(path)
     except FileNotFoundError:

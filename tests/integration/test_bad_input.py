@@ -109,3 +109,19 @@ def test_unknown_control_command_is_an_error_reply(daemon, zctx):
     finally:
         ctl.close()
     assert daemon.proc.poll() is None
+
+
+def test_rejected_control_frames_are_counted(daemon, zctx):
+    before = daemon.call("version")["rejected_frames"]
+    sock = _dealer(zctx, daemon.rundir.control, b"")
+    sock.send(b"\xc1 not a request")
+    sock.close()
+    wait_until(lambda: daemon.call("version")["rejected_frames"] > before, message="counted")
+
+
+def test_a_peer_sending_far_oversized_frames_is_cut_off_and_the_actor_keeps_serving(daemon, zctx):
+    sock = _dealer(zctx, daemon.rundir.inbox("a"), b"flood")
+    sock.send(b"\0" * (16 * 1024 * 1024 + zmq_bus.OVERSIZE_SLACK + 1))
+    sock.close()
+    assert daemon.request("a", {"op": "echo", "v": "fine"}) == "fine"
+    assert daemon.status()["a"]["state"] == "running"
