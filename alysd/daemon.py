@@ -15,7 +15,6 @@ from importlib import resources
 
 import click
 
-import alysd
 from alysd.config import load_config
 from alysd.errors import ConfigError, RuntimeDirError
 from alysd.process import set_title

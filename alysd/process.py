@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+from collections.abc import Iterator
 
 try:
     import setproctitle as _setproctitle
@@ -57,15 +58,20 @@ def set_title(title: str) -> None:
         _setproctitle.setproctitle(title)
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process remains in process group ``pgid``."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def reap_exited() -> Iterator[tuple[int, int]]:
+    """Reap every child that has exited, yielding ``(pid, wait status)``; never blocks.
+
+    ``waitpid(-1)`` rather than per-pid waits, because a subreaper also inherits
+    orphans it never started and must reap those too.
+    """
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -29,7 +29,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,7 +42,7 @@ from alysd.config import ActorSpec, Config
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
 from alysd.exits import LastExit, classify
-from alysd.process import become_subreaper, group_alive, signal_group
+from alysd.process import become_subreaper, reap_exited, signal_group
 from alysd.limits import Sampler
 from alysd.poll import EventPoller
 from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
@@ -287,13 +286,7 @@ class Supervisor:
 
     def _reap_own_children(self) -> None:
         """Reap the zygote and adopted orphans (we are a subreaper)."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in reap_exited():
             if pid == self.zygote.pid:
                 self._zygote_died(status)
 

@@ -37,7 +37,7 @@ import msgspec
 from alysd import zmq_bus
 from alysd.config import Config, check_imports, import_actor_class
 from alysd.exits import ExitCode
-from alysd.process import become_subreaper, die_with_parent, set_title
+from alysd.process import become_subreaper, die_with_parent, reap_exited, set_title
 from alysd.protocol import (ActorBoot, Directory, Exited, Preloaded, Spawn, Spawned,
                             SpawnFailed, system_encoder, zygote_decoder)
 
@@ -175,7 +175,7 @@ class _Zygote:
         pid = self._assign_spare(boot)
         if pid is None:
             try:
-                pid = self._fork(lambda: self._become_actor(boot, None))
+                pid = self._fork(self._become_actor, boot, None)
             except OSError as exc:
                 self._tell(SpawnFailed(boot.spec.name, boot.incarnation, f"fork failed: {exc}"))
                 return
@@ -183,8 +183,8 @@ class _Zygote:
         self._tell(Spawned(boot.spec.name, boot.incarnation, pid))
         self._top_up_spares()
 
-    def _fork(self, body) -> int:
-        """Fork a child that runs ``body()`` and exits with its result."""
+    def _fork(self, body, *args) -> int:
+        """Fork a child that runs ``body(*args)`` and exits with its result."""
         sys.stdout.flush()
         sys.stderr.flush()
         zygote_pid = os.getpid()
@@ -193,7 +193,7 @@ class _Zygote:
             code = ExitCode.CRASH
             try:
                 self._after_fork(zygote_pid)
-                code = body()
+                code = body(*args)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -229,7 +229,7 @@ class _Zygote:
         while len(self.spares) < WARM_SPARES:
             r, w = os.pipe()
             try:
-                pid = self._fork(lambda: self._become_spare(r, w))
+                pid = self._fork(self._become_spare, r, w)
             except OSError as exc:
                 os.close(r)
                 os.close(w)
@@ -292,22 +292,15 @@ class _Zygote:
             pass
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in reap_exited():
             if self.children.pop(pid, None) is not None:
                 self._tell(Exited(pid, status))
-            elif any(spare == pid for spare, _ in self.spares):
-                for i, (spare, fd) in enumerate(self.spares):
-                    if spare == pid:
-                        os.close(fd)
-                        del self.spares[i]
-                        break
-                log.warning("a warm spare (pid %d) died before use: %s", pid, status)
+                continue
+            spare = next((entry for entry in self.spares if entry[0] == pid), None)
+            if spare is not None:
+                self.spares.remove(spare)
+                os.close(spare[1])
+                log.warning("a warm spare (pid %d) died before use (status %d)", pid, status)
 
 
 def _read_message(fd: int) -> bytes | None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from alysd.ctl import main
 from alysd.testing import short_tempdir
-from tests.conftest import actor_toml, tree_toml
+from tests.conftest import actor_toml
 
 STATUS_FIELDS = {"name", "supervisor", "pid", "state", "restarts", "uptime_s", "rss_bytes",
                  "cpu_percent", "mailbox_depth", "health", "last_exit"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from alysd.errors import RequestTimeout
 from alysd.testing import short_tempdir, wait_until
 from tests.conftest import REPO, actor_toml, tree_toml
 
@@ -71,7 +72,7 @@ def test_exit_code_is_recorded_and_temporary_actors_stay_stopped(start_daemon):
     d = start_daemon(tree_toml(actor_toml("perm"), actor_toml("temp", restart="temporary"),
                                actor_toml("never", strategy="never")))
     for name in ("perm", "temp", "never"):
-        with pytest.raises(Exception):
+        with pytest.raises(RequestTimeout):  # the actor died with the request in hand
             d.request(name, {"op": "exit", "code": 5}, timeout=1)
     rows = wait_until(lambda: (s := d.status())["perm"]["state"] == "running"
                       and s["perm"]["restarts"] == 1 and s["temp"]["state"] == "stopped"

@@ -95,7 +95,7 @@ def test_publish_reaches_every_subscriber(start_daemon):
     assert d.request("pub", {"op": "publish", "event": "block_imported", "msg": {"h": 7}}) == 2
     assert d.request("pub", {"op": "publish", "event": "nobody_listens", "msg": 1}) == 0
     for name in ("s1", "s2"):
-        assert wait_until(lambda: d.request(name, {"op": "received"}) == [{"h": 7}],
+        assert wait_until(lambda name=name: d.request(name, {"op": "received"}) == [{"h": 7}],
                           message=f"event at {name}")
     assert d.request("deaf", {"op": "received"}) == []
 

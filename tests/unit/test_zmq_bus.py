@@ -8,7 +8,6 @@ import msgspec
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from alysd import zmq_bus
 from alysd.errors import (ActorUnavailable, CommandError, HandlerError, MessageTooLarge,
                           ProtocolError, RemoteError, RequestTimeout, UnknownActor)
 from alysd.zmq_bus import (Envelope, ErrorInfo, Kind, MessageIds, Metadata, Priority, Routing,
