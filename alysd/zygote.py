@@ -172,7 +172,10 @@ class _Zygote:
 
     def _spawn(self, msg: Spawn) -> None:
         boot = msg.boot
-        pid = self._assign_spare(boot)
+        # A spare saves latency, and only an incarnation that starts at once needs
+        # that; one forked ahead to wait for its turn forks directly, which costs
+        # less CPU in total (no rehearsal) and keeps a big ordered start fast.
+        pid = None if boot.wait_for_go else self._assign_spare(boot)
         if pid is None:
             try:
                 pid = self._fork(self._become_actor, boot, None)
