@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 import pytest
 
-from alysd.testing import run_daemon
+from alysd.testing import run_daemon, short_tempdir
 
 REPO = str(Path(__file__).resolve().parent.parent)  # so daemons can import tests.actors
 
@@ -41,6 +42,16 @@ def _toml(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
     return str(v)
+
+
+@pytest.fixture
+def short_tmp():
+    """A short private directory under /tmp (pytest's tmp_path is too long for sockets)."""
+    path = short_tempdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

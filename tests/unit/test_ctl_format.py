@@ -2,9 +2,7 @@
 fast "no daemon" answer."""
 
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 
@@ -139,15 +137,6 @@ def test_lone_supervisor_and_childless_nodes():
 
 
 # --- ControlClient ------------------------------------------------------------------------
-
-@pytest.fixture
-def short_tmp():
-    path = tempfile.mkdtemp(prefix="alctl", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
 
 def _call_fails_fast(rundir: RuntimeDir) -> NoDaemon:
     t0 = time.monotonic()

@@ -1,7 +1,6 @@
 """Tests of alysd.runtime_dir: a private socket directory, path limits, the daemon lock."""
 
 import os
-import shutil
 import socket
 import stat
 import tempfile
@@ -14,16 +13,6 @@ from alysd.runtime_dir import MAX_IPC_PATH, MAX_NAME, DaemonLock, RuntimeDir, de
 
 # Longest runtime dir whose longest socket path (<dir>/<48 chars>.inbox) fits in 107 bytes.
 LONGEST_DIR = MAX_IPC_PATH - len("/" + "x" * MAX_NAME + ".inbox")
-
-
-@pytest.fixture
-def short_tmp():
-    """A short private directory under /tmp (pytest's tmp_path is too long for sockets)."""
-    path = tempfile.mkdtemp(prefix="alrd", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def mode_of(path: str) -> int:
