@@ -200,7 +200,8 @@ class Supervisor:
                 self._stop_everything_now()
                 self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
         finally:
-            for path in (self.rundir.control, self.rundir.system):
+            for path in (self.rundir.control, self.rundir.system,
+                         *map(self.rundir.inbox, self.children)):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
