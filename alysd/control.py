@@ -49,6 +49,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "supervisor); answers once the new incarnations are ready"),
     Command("stop", True, "args {name} -> commanded stop; the actor stays stopped until `start`"),
     Command("start", True, "args {name} -> start a stopped actor; answers once it is ready"),
+    Command("reset", True, "args {name} -> close an open circuit breaker, forget backoff, and "
+            "start the actor; answers once it is ready"),
     Command("send", True, "args {name, payload, timeout} -> the actor's reply to a request"),
     Command("version", False, "args {} -> versions of alysd and its libraries, daemon pid"),
 )}

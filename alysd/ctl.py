@@ -213,6 +213,14 @@ def start(obj: dict, name: str) -> None:
 
 @main.command()
 @click.argument("name")
+@click.pass_obj
+def reset(obj: dict, name: str) -> None:
+    """Close an actor's open circuit breaker (and forget its backoff) and start it."""
+    _change(obj, "reset", name)
+
+
+@main.command()
+@click.argument("name")
 @click.argument("payload", metavar="JSON")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, help="Seconds to wait for the reply.")

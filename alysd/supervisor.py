@@ -38,7 +38,7 @@ import zmq
 
 import alysd
 from alysd import system_channel, zmq_bus
-from alysd.config import ActorSpec, Config
+from alysd.config import ActorSpec, Config, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
 from alysd.exits import LastExit, classify
@@ -47,7 +47,7 @@ from alysd.limits import Sampler
 from alysd.poll import EventPoller
 from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
                             Spawned, SpawnFailed)
-from alysd.restart import RestartWindow, wants_restart
+from alysd.restart import Action, BreakerState, ChildTrack, RestartWindow, plan_group
 from alysd.runtime_dir import DaemonLock, RuntimeDir
 from alysd.zmq_bus import ErrorInfo, Kind
 from alysd.versions import version_info
@@ -101,6 +101,8 @@ class Child:
     health: str = "unknown"
     health_reason: str | None = None
     conn: system_channel.Connection | None = None   # its system channel, once attached
+    track: ChildTrack | None = None    # restart policy state (backoff, circuit breaker)
+    reason: str | None = None          # why it is not running, for operators
 
     @property
     def name(self) -> str:
@@ -111,6 +113,15 @@ class Child:
         """A process exists (or is being forked) for the current incarnation."""
         return self.pid is not None or self.spawn_pending
 
+
+
+@dataclass
+class SupervisorNode:
+    """A supervisor of the tree: its strategy, restart intensity and children."""
+
+    spec: SupervisorSpec
+    window: RestartWindow
+    children: list[str]               # actors and child supervisors, in start order
 
 
 @dataclass(frozen=True)
@@ -156,9 +167,14 @@ class Supervisor:
     def __init__(self, config: Config, rundir: RuntimeDir):
         self.config = config
         self.rundir = rundir
-        self.children: dict[str, Child] = {name: Child(spec) for name, spec in config.actors.items()}
-        self.windows = {name: RestartWindow(s.max_retries, s.within_time)
-                        for name, s in config.supervisors.items()}
+        self.children: dict[str, Child] = {
+            name: Child(spec, track=ChildTrack(spec)) for name, spec in config.actors.items()}
+        self.sups: dict[str, SupervisorNode] = {
+            name: SupervisorNode(spec, RestartWindow(spec.max_retries, spec.within_time),
+                                 [child for _, child in config.children(name)])
+            for name, spec in config.supervisors.items()}
+        self.delayed: dict[str, tuple[float, str]] = {}   # failed child -> (due, its supervisor)
+        self.open_breakers: set[str] = set()
         self.by_pid: dict[int, Child] = {}
         # Ordered sets (dicts with None values): start order, O(1) membership and removal.
         self.start_queue: dict[str, None] = {}
@@ -256,6 +272,9 @@ class Supervisor:
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic()
         deadlines = list(self.timers.values())
+        deadlines += [due for due, _ in self.delayed.values()]
+        deadlines += [d for name in self.open_breakers
+                      if (d := self.children[name].track.breaker_deadline()) is not None]
         sample_due = self.sampler.next_due()
         if sample_due is not None:
             deadlines.append(sample_due)
@@ -417,6 +436,8 @@ class Supervisor:
             child.mailbox_depth = msg.mailbox_depth
             child.handled, child.errors = msg.handled, msg.errors
             child.health, child.health_reason = msg.health, msg.health_reason
+            if msg.health == "healthy" and child.state == State.RUNNING:
+                child.track.on_healthy(time.monotonic())
 
     def _close_conn(self, conn: system_channel.Connection) -> None:
         self.poller.remove_fd(conn.fileno())
@@ -445,6 +466,8 @@ class Supervisor:
         self._set_deadline(child, None)
         child.ready_at = time.time()
         child.ready_mono = time.monotonic()
+        child.reason = None
+        child.track.on_ready(child.ready_mono)
         self.start_queue.pop(child.name, None)
         log.info("actor %s ready (pid %d, incarnation %d)", child.name, child.pid or 0,
                  child.incarnation)
@@ -453,36 +476,89 @@ class Supervisor:
 
     def _incarnation_ended(self, child: Child, exit: LastExit) -> None:
         was = child.state
-        commanded = was == State.STOPPING or self.shutting_down or child.held
         self._forget_incarnation(child, exit)
-        if was != State.STOPPING:
-            self.start_queue.pop(child.name, None)
-        if commanded:
-            child.state = State.STOPPED
+        if was == State.STOPPING or self.shutting_down or child.held:
+            # An exit we asked for: a stop, or the stop half of a restart.
             if child.restart_after_stop and not self.shutting_down:
                 child.restart_after_stop = False
-                child.state = State.STARTING
-                self.start_queue[child.name] = None
+                child.state = State.RESTARTING
+                self.start_queue.setdefault(child.name, None)
+            else:
+                child.state = State.STOPPED
             return
-        if exit.reason == "config":
-            child.state = State.FAILED
-            decision = "left failed: the actor cannot run with its configuration"
-        elif not wants_restart(child.spec, exit):
-            child.state = State.STOPPED
-            decision = "left stopped (restart type or policy)"
-        elif not self.windows[child.spec.supervisor].record(time.monotonic()):
-            child.state = State.FAILED
-            sup = self.config.supervisors[child.spec.supervisor]
-            decision = (f"restart intensity of {child.spec.supervisor} exceeded "
-                        f"({sup.max_retries} in {sup.within_time:g}s): alysd gives up")
-            self.begin_shutdown(ExitStatus.GAVE_UP)
-        else:
+        failed_start = child.name in self.start_queue
+        self.start_queue.pop(child.name, None)
+        verdict = child.track.on_exit(exit, time.monotonic())
+        if verdict.action is Action.RESTART:
             child.restarts += 1
             child.state = State.RESTARTING
-            self.start_queue[child.name] = None
-            decision = "restart now"
-        log.error("actor %s exited: pid %s incarnation %d %s; %s", child.name, exit.pid,
-                  child.incarnation, _describe(exit), decision)
+            decision = self._child_failed(child.spec.supervisor, child.name, verdict.delay,
+                                          failed_start)
+        else:
+            child.state = State.FAILED if verdict.action is Action.FAIL else State.STOPPED
+            child.reason = verdict.reason
+            if child.track.breaker is BreakerState.OPEN:
+                self.open_breakers.add(child.name)
+            decision = f"left {child.state.value}: {verdict.reason}"
+        log.error("crash report: actor %s (supervisor %s) pid %s incarnation %d exited: %s; "
+                  "decision: %s", child.name, child.spec.supervisor, exit.pid, child.incarnation,
+                  _describe(exit), decision)
+
+    def _actors_of(self, name: str) -> list[str]:
+        """The actors a tree node stands for: itself, or every actor under a supervisor."""
+        return [name] if name in self.children else self.config.actors_under(name)
+
+    def _child_failed(self, sup: str, failed: str, delay: float, failed_start: bool = False) -> str:
+        """A child of ``sup`` (actor or supervisor) failed and its policy wants a restart:
+        count it against ``sup``'s intensity, then restart per ``sup``'s strategy,
+        now or after ``delay``. Returns the decision, for the crash report."""
+        node = self.sups[sup]
+        if not node.window.record(time.monotonic()):
+            return self._escalate(sup, f"{node.spec.max_retries} restarts in "
+                                       f"{node.spec.within_time:g}s exceeded")
+        if delay > 0:
+            self.delayed[failed] = (time.monotonic() + delay, sup)
+            for name in self._actors_of(failed):
+                self.children[name].reason = f"restart after a {delay * 1000:.0f} ms backoff"
+            return f"restart in {delay * 1000:.0f} ms"
+        self._restart_group(sup, failed, front=failed_start)
+        return ("restart now" if node.spec.strategy.value == "one_for_one"
+                else f"restart now with its siblings ({node.spec.strategy.value} under {sup})")
+
+    def _restart_group(self, sup: str, failed: str, front: bool = True) -> None:
+        """Stop the group ``sup``'s strategy names (reverse start order, one at a time),
+        then start it again in start order, each child gated on its predecessor."""
+        _, group = plan_group(self.sups[sup].spec.strategy, self.sups[sup].children, failed)
+        actors = [name for node in group for name in self._actors_of(node)]
+        for node in group:
+            for name in [node, *self.config.actors_under(node)] if node in self.sups else []:
+                if name in self.sups:
+                    self.sups[name].window.clear()  # a restarted supervisor starts afresh
+        for name in reversed(actors):
+            child = self.children[name]
+            if child.held:
+                continue  # an operator stopped it; a restart of its siblings does not start it
+            if child.live:
+                child.restart_after_stop = True
+                self._queue_stop(name)
+            else:
+                child.state = State.RESTARTING
+        queued = {name: None for name in actors if not self.children[name].held}
+        if front:
+            self.start_queue = {**queued, **self.start_queue}
+        else:
+            self.start_queue.update(queued)
+
+    def _escalate(self, sup: str, why: str) -> str:
+        """``sup`` gives up: its actors stop, and its parent handles it as a failed child."""
+        parent = self.sups[sup].spec.parent
+        if parent is None:
+            log.critical("the root supervisor %s gave up (%s): stopping the tree; alysd exits %d",
+                         sup, why, ExitStatus.GAVE_UP)
+            self.begin_shutdown(ExitStatus.GAVE_UP)
+            return f"{sup} gave up ({why}); alysd stops"
+        log.error("supervisor %s gave up (%s): its actors stop and %s handles it", sup, why, parent)
+        return f"{sup} gave up ({why}); {parent}: " + self._child_failed(parent, sup, 0.0)
 
     def _forget_incarnation(self, child: Child, exit: LastExit) -> None:
         if child.pid is not None:
@@ -524,6 +600,11 @@ class Supervisor:
             signal_group(child.pid, signal.SIGTERM)
             self._set_deadline(child, time.monotonic() + timeout)
 
+    def _queue_stop(self, name: str) -> None:
+        """Stop ``name`` after the stops already queued (stops run one at a time)."""
+        if name not in self.stop_queue:
+            self.stop_queue.append(name)
+
     def begin_shutdown(self, status: ExitStatus) -> None:
         """Stop every actor in reverse start order, then leave the loop with ``status``."""
         if status != ExitStatus.OK and self.exit_status == ExitStatus.OK:
@@ -532,6 +613,7 @@ class Supervisor:
             return
         self.shutting_down = True
         self.start_queue.clear()
+        self.delayed.clear()
         self.stop_queue = [name for name in reversed(self.children)]
 
     # --- reconciliation ----------------------------------------------------------------
@@ -543,9 +625,9 @@ class Supervisor:
                          PRELOAD_TIMEOUT)
             self.booted = True
             self.begin_shutdown(ExitStatus.GAVE_UP)
-        if self.shutting_down:
-            self._advance_shutdown(now)
-        else:
+        self._advance_stops()
+        if not self.shutting_down:
+            self._release_delayed(now)
             self._advance_start()
         self._fire_deadlines(now)
         if (due := self.sampler.next_due()) is not None and now >= due:
@@ -571,15 +653,30 @@ class Supervisor:
                 child.go_sent = True
                 self._set_deadline(child, time.monotonic() + child.spec.start_timeout)
 
-    def _advance_shutdown(self, now: float) -> None:
+    def _advance_stops(self) -> None:
         while self.stop_queue:
             child = self.children[self.stop_queue[0]]
             if child.live:
                 self._terminate(child)
                 return
-            if child.state != State.FAILED:
+            if child.state == State.STOPPING or (self.shutting_down and child.state != State.FAILED):
                 child.state = State.STOPPED
             self.stop_queue.pop(0)
+
+    def _release_delayed(self, now: float) -> None:
+        """Start the restarts whose backoff is over, and half-open due circuit breakers."""
+        for failed, (due, sup) in list(self.delayed.items()):
+            if now >= due:
+                del self.delayed[failed]
+                self._restart_group(sup, failed)
+        for name in list(self.open_breakers):
+            child = self.children[name]
+            if child.held or child.live:
+                self.open_breakers.discard(name)
+            elif child.track.breaker_due(now):
+                self.open_breakers.discard(name)
+                child.state, child.reason = State.RESTARTING, "circuit half-open: one trial"
+                self.start_queue[name] = None
 
     def _fire_deadlines(self, now: float) -> None:
         for name, deadline in list(self.timers.items()):
@@ -690,6 +787,11 @@ class Supervisor:
             "health": child.health if child.state == State.RUNNING else "unknown",
             "health_reason": child.health_reason,
             "last_exit": msgspec.to_builtins(child.last_exit) if child.last_exit else None,
+            "reason": child.reason,
+            "breaker": (child.track.breaker.value
+                        if child.spec.strategy.value == "circuit_breaker" else None),
+            "restart_in_s": (round(max(0.0, self.delayed[child.name][0] - time.monotonic()), 3)
+                             if child.name in self.delayed else None),
             "incarnation": child.incarnation,
             "handled": child.handled,
             "errors": child.errors,
@@ -717,11 +819,12 @@ class Supervisor:
         names = self._resolve(args["name"])
         for name in reversed(names):
             child = self.children[name]
-            child.held = True
-            child.restart_after_stop = False
+            child.held, child.restart_after_stop = True, False
+            child.reason = "stopped by command"
             self.start_queue.pop(name, None)
+            self.delayed.pop(name, None)
             if child.live:
-                self._terminate(child)
+                self._queue_stop(name)
             else:
                 child.state = State.STOPPED
         self._await(names, State.STOPPED, answer, self._command_timeout(names))
@@ -730,30 +833,49 @@ class Supervisor:
         self._refuse_while_stopping()
         names = self._resolve(args["name"])
         for name in names:
-            child = self.children[name]
-            child.held = False
-            if child.state in (State.STOPPED, State.FAILED):
-                child.state = State.STARTING
-                self.start_queue[name] = None
-            elif child.state == State.STOPPING:
-                child.restart_after_stop = True
+            self._release(self.children[name])
         self._await(names, State.RUNNING, answer, self._command_timeout(names))
+
+    def cmd_reset(self, args: dict, answer) -> None:
+        """Close circuit breakers, forget backoff, and start what they kept stopped."""
+        self._refuse_while_stopping()
+        names = self._resolve(args["name"])
+        for name in names:
+            self._release(self.children[name])
+        self._await(names, State.RUNNING, answer, self._command_timeout(names))
+
+    def _release(self, child: Child) -> None:
+        """An operator wants ``child`` running: lift a commanded stop, close its
+        breaker, forget its backoff, and start it unless it runs already."""
+        child.held = False
+        child.track.reset()
+        self.open_breakers.discard(child.name)
+        self.delayed.pop(child.name, None)
+        if child.state in (State.STOPPED, State.FAILED):
+            child.state, child.reason = State.STARTING, None
+            self.start_queue[child.name] = None
+        elif child.state == State.STOPPING:
+            child.restart_after_stop = True
+            self.start_queue[child.name] = None
 
     def cmd_restart(self, args: dict, answer) -> None:
         self._refuse_while_stopping()
         names = self._resolve(args["name"])
         for name in reversed(names):
             child = self.children[name]
-            child.held = False
             if child.live:
-                self.start_queue.pop(name, None)
                 child.restart_after_stop = True
-                self._terminate(child)
+                self._queue_stop(name)
         for name in names:
             child = self.children[name]
-            if child.state in (State.STOPPED, State.FAILED):
-                child.state = State.STARTING
-                self.start_queue[name] = None
+            child.held = False
+            child.track.reset()
+            self.open_breakers.discard(name)
+            self.delayed.pop(name, None)
+            if not child.live:
+                child.state, child.reason = State.STARTING, None
+            self.start_queue.pop(name, None)
+            self.start_queue[name] = None
         self._await(names, State.RUNNING, answer, self._command_timeout(names))
 
     def _finish_commands(self, now: float) -> None:

@@ -65,7 +65,9 @@ def test_a_killed_actor_is_restarted_and_its_neighbours_are_untouched(start_daem
     assert after["a"]["last_exit"]["signal"] == "SIGKILL"
     assert after["b"]["pid"] == before["b"]["pid"] and after["b"]["restarts"] == 0
     assert d.request("a", {"op": "echo", "v": 1}) == 1
-    assert "actor a exited" in d.log() and "restart now" in d.log()
+    report = next(line for line in d.log().splitlines() if "crash report: actor a " in line)
+    assert f"pid {before['a']['pid']} incarnation 1" in report
+    assert "killed by SIGKILL" in report and "decision: restart now" in report
 
 
 def test_exit_code_is_recorded_and_temporary_actors_stay_stopped(start_daemon):
@@ -100,7 +102,7 @@ def test_restart_intensity_exceeded_makes_alysd_exit_non_zero(start_daemon):
     assert d.proc.wait(30) == 1
     log = d.log()
     assert "started() failed" in log
-    assert "restart intensity of root exceeded (2 in 30s)" in log
+    assert "the root supervisor root gave up (2 restarts in 30s exceeded)" in log
     assert not os.path.exists(d.rundir.control)
 
 

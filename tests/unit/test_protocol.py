@@ -74,10 +74,12 @@ def test_ctl_reply_with_error_gives_the_typed_exception(exc, cls, text):
 
 
 def test_every_command_is_documented():
-    assert set(COMMANDS) == {"status", "tree", "restart", "stop", "start", "send", "version"}
+    assert set(COMMANDS) == {"status", "tree", "restart", "stop", "start", "reset", "send",
+                             "version"}
     for name, cmd in COMMANDS.items():
         assert cmd.name == name and cmd.doc
-    assert {n for n, c in COMMANDS.items() if c.mutating} == {"restart", "stop", "start", "send"}
+    assert {n for n, c in COMMANDS.items() if c.mutating} == {"restart", "stop", "start", "reset",
+                                                                  "send"}
 
 
 # --- system channel --------------------------------------------------------------------
