@@ -155,7 +155,8 @@ class ActorProcess:
             except Exception:
                 self.log.error("started() failed:\n%s", traceback.format_exc().rstrip())
                 return ExitCode.START_FAILED
-            self.system.send(Ready(self.boot.incarnation))
+            health = self._health()
+            self.system.send(Ready(self.boot.incarnation, health.status, health.reason))
             self._serve()
             try:
                 self._call(self.actor.stopped, self.ctx)
@@ -215,7 +216,7 @@ class ActorProcess:
 
     def _serve(self) -> None:
         interval = self.boot.heartbeat_interval
-        next_beat = time.monotonic()
+        next_beat = time.monotonic() + interval  # Ready carried the first health report
         mailbox = self.mailbox
         inbox = self.inbox
         while not self._stopping:
@@ -314,13 +315,17 @@ class ActorProcess:
 
     # --- system channel --------------------------------------------------------
 
-    def _heartbeat(self) -> None:
+    def _health(self) -> Health:
         try:
             health = self._call(self.actor.health_check)
-            if not isinstance(health, Health):
-                health = Health("unhealthy", f"health_check() returned {health!r}")
         except Exception as exc:
-            health = Health("unhealthy", f"health_check() raised {type(exc).__name__}: {exc}")
+            return Health("unhealthy", f"health_check() raised {type(exc).__name__}: {exc}")
+        if not isinstance(health, Health):
+            return Health("unhealthy", f"health_check() returned {health!r}")
+        return health
+
+    def _heartbeat(self) -> None:
+        health = self._health()
         # Best effort: a root that is not keeping up is not waited for.
         self.system.send_nowait(Heartbeat(self.boot.incarnation, len(self.mailbox), self.handled,
                                           self.errors, health.status, health.reason))

@@ -6,7 +6,8 @@ System channel (a unix SOCK_SEQPACKET connection per actor to the root's
     actor → root   Hello      sockets are up; waiting for Go (ordered start)
     root  → actor  Go         run ``started()`` now
     actor → root   Ready      ``started()`` returned: the incarnation serves
-    actor → root   Heartbeat  every ``heartbeat_interval``: depth, counters, health
+    actor → root   Heartbeat  after every ``heartbeat_interval`` of uptime: depth,
+                              counters, health (so each one stands for a healthy period)
 
 Zygote channel (a SOCK_SEQPACKET socketpair between the root and its fork
 server; one datagram per message)::
@@ -38,6 +39,8 @@ class Go(msgspec.Struct, tag=True, array_like=True):
 
 class Ready(msgspec.Struct, tag=True, array_like=True):
     incarnation: int
+    health: str = "healthy"       # its health_check() right after started()
+    health_reason: str | None = None
 
 
 class Heartbeat(msgspec.Struct, tag=True, array_like=True):

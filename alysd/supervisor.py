@@ -431,6 +431,7 @@ class Supervisor:
         if isinstance(msg, Hello):
             child.hello = True
         elif isinstance(msg, Ready):
+            child.health, child.health_reason = msg.health, msg.health_reason
             self._ready(child)
         elif isinstance(msg, Heartbeat):
             child.mailbox_depth = msg.mailbox_depth

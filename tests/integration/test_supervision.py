@@ -1,0 +1,127 @@
+"""OTP semantics with real processes: strategies, policies, escalation, commanded stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from alysd.testing import wait_until
+from tests.conftest import actor_toml, tree_toml
+
+
+def _pids(d) -> dict[str, int]:
+    return {name: row["pid"] for name, row in d.status().items()}
+
+
+def _kill_and_wait(d, name: str, changed: set[str]) -> dict[str, dict]:
+    """SIGKILL ``name``; wait until exactly ``changed`` have new running incarnations."""
+    before = d.status()
+    os.kill(before[name]["pid"], signal.SIGKILL)
+
+    def settled():
+        rows = d.status()
+        if not all(rows[n]["state"] == "running" for n, r in before.items()
+                   if r["state"] == "running"):
+            return None
+        moved = {n for n, r in rows.items() if r["incarnation"] != before[n]["incarnation"]}
+        return rows if moved == changed else None
+    return wait_until(settled, timeout=15, message=f"{sorted(changed)} restarted")
+
+
+def test_one_for_all_restarts_every_sibling_in_start_order(start_daemon, tmp_path):
+    journal = tmp_path / "journal"
+    d = start_daemon(tree_toml(*(actor_toml(n, config={"journal": str(journal)}) for n in "abc"),
+                               strategy="one_for_all", max_retries=10))
+    journal.write_text("")
+    rows = _kill_and_wait(d, "b", {"a", "b", "c"})
+    assert rows["b"]["last_exit"]["signal"] == "SIGKILL"
+    assert rows["a"]["last_exit"]["reason"] == "clean"  # stopped in order, not killed
+    # siblings stop in reverse start order, then everything starts in start order
+    assert journal.read_text().split("\n")[:-1] == [
+        "stopped c", "stopped a", "started a", "started b", "started c"]
+
+
+def test_rest_for_one_restarts_the_failed_child_and_those_started_after_it(start_daemon):
+    d = start_daemon(tree_toml(*(actor_toml(n) for n in "abcd"), strategy="rest_for_one",
+                               max_retries=10))
+    before = _pids(d)
+    rows = _kill_and_wait(d, "b", {"b", "c", "d"})
+    assert rows["a"]["pid"] == before["a"]
+    assert rows["a"]["restarts"] == 0 and rows["b"]["restarts"] == 1
+
+
+def test_exponential_backoff_delays_the_restart_visibly(start_daemon):
+    d = start_daemon(tree_toml(actor_toml("slow", strategy="exponential_backoff",
+                                          initial_delay="1500ms", max_delay="5s"),
+                               actor_toml("other"), max_retries=10))
+    os.kill(d.status()["slow"]["pid"], signal.SIGKILL)
+    row = wait_until(lambda: (r := d.status()["slow"])["restart_in_s"] and r,
+                     message="restart scheduled")
+    assert row["state"] == "restarting" and row["pid"] is None
+    assert 0 < row["restart_in_s"] <= 1.5 * 1.2
+    assert "backoff" in row["reason"]
+    row = wait_until(lambda: (r := d.status()["slow"])["state"] == "running" and r, timeout=10,
+                     message="restarted after the backoff")
+    assert row["restarts"] == 1 and row["restart_in_s"] is None
+
+
+def test_circuit_breaker_opens_half_opens_and_closes(start_daemon):
+    d = start_daemon(tree_toml(
+        actor_toml("flaky", strategy="circuit_breaker", failure_threshold=2,
+                   recovery_timeout="1s", success_threshold=2),
+        max_retries=20, system='heartbeat_interval = "300ms"'))
+    assert d.status()["flaky"]["breaker"] == "closed"
+    # Two failures with no healthy heartbeat between them open the breaker.
+    _kill_and_wait(d, "flaky", {"flaky"})          # first failure: restarted
+    os.kill(d.status()["flaky"]["pid"], signal.SIGKILL)  # second, at once: it opens
+    row = wait_until(lambda: (r := d.status()["flaky"])["breaker"] == "open" and r,
+                     message="breaker open")
+    assert row["state"] == "stopped" and row["pid"] is None
+    assert "circuit open" in row["reason"]
+    # after recovery_timeout one trial incarnation runs; healthy heartbeats close it
+    row = wait_until(lambda: (r := d.status()["flaky"])["breaker"] == "closed"
+                     and r["state"] == "running" and r, timeout=10, message="breaker closed")
+    assert d.request("flaky", {"op": "echo", "v": 1}) == 1
+
+
+def test_reset_closes_an_open_breaker_at_once(start_daemon):
+    d = start_daemon(tree_toml(actor_toml("flaky", strategy="circuit_breaker",
+                                          failure_threshold=1, recovery_timeout="1h"),
+                               max_retries=20))
+    os.kill(d.status()["flaky"]["pid"], signal.SIGKILL)
+    wait_until(lambda: d.status()["flaky"]["breaker"] == "open", message="breaker open")
+    rows = d.call("reset", {"name": "flaky"})
+    assert rows[0]["state"] == "running" and rows[0]["breaker"] == "closed"
+
+
+def test_a_child_supervisor_that_gives_up_is_restarted_by_its_parent(start_daemon):
+    d = start_daemon(
+        '[supervisors.top]\nstrategy = "one_for_one"\nmax_retries = 5\nwithin_time = "30s"\n'
+        '[supervisors.inner]\nparent = "top"\nmax_retries = 1\nwithin_time = "30s"\n'
+        + actor_toml("x", supervisor="inner") + actor_toml("y", supervisor="inner")
+        + actor_toml("z", supervisor="top"))
+    before = d.status()
+    _kill_and_wait(d, "x", {"x"})                  # inner absorbs one restart
+    rows = _kill_and_wait(d, "x", {"x", "y"})       # the second exceeds inner's intensity
+    assert rows["z"]["pid"] == before["z"]["pid"]   # top restarted inner's subtree only
+    assert "supervisor inner gave up" in d.log()
+    assert d.proc.poll() is None
+
+
+def test_a_commanded_stop_is_not_restarted_by_a_sibling_group_restart(start_daemon):
+    d = start_daemon(tree_toml(actor_toml("a"), actor_toml("b"), actor_toml("c"),
+                               strategy="one_for_all", max_retries=10))
+    d.call("stop", {"name": "c"})
+    _kill_and_wait(d, "a", {"a", "b"})
+    status = d.status()
+    assert status["c"]["state"] == "stopped" and status["c"]["reason"] == "stopped by command"
+
+
+def test_temporary_child_is_not_restarted_by_a_group_restart_of_its_siblings(start_daemon):
+    d = start_daemon(tree_toml(actor_toml("a"), actor_toml("t", restart="temporary"),
+                               strategy="one_for_all", max_retries=10))
+    os.kill(d.status()["t"]["pid"], signal.SIGKILL)
+    row = wait_until(lambda: (r := d.status()["t"])["state"] == "stopped" and r,
+                     message="temporary left stopped")
+    assert "temporary" in row["reason"]
+    assert d.status()["a"]["restarts"] == 0  # not a restart: nothing for the group to do
