@@ -88,6 +88,12 @@ class ActorUnavailable(RemoteError):
     kind = "ActorUnavailable"
 
 
+class ActorExited(RemoteError):
+    """The target's process ended while the request was in its hands."""
+
+    kind = "ActorExited"
+
+
 class RequestTimeout(RemoteError):
     """No reply arrived within the request's timeout."""
 
@@ -108,7 +114,7 @@ class CommandError(RemoteError):
 
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     cls.kind: cls
-    for cls in (RemoteError, UnknownActor, HandlerError, ActorUnavailable,
+    for cls in (RemoteError, UnknownActor, HandlerError, ActorUnavailable, ActorExited,
                 RequestTimeout, MessageTooLarge, CommandError)
 }
 

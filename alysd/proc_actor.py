@@ -37,8 +37,9 @@ import zmq.asyncio
 
 from alysd import zmq_bus
 from alysd.actor import Actor, Health
-from alysd.errors import (ActorUnavailable, HandlerError, MessageTooLarge, ProtocolError,
-                          RequestTimeout, UnknownActor)
+from alysd.actor_table import EXITED, RUNNING, ActorTable
+from alysd.errors import (ActorExited, ActorUnavailable, HandlerError, MessageTooLarge,
+                          ProtocolError, RequestTimeout, UnknownActor)
 from alysd.exits import ExitCode
 from alysd.protocol import ActorBoot, Directory, Go, Heartbeat, Hello, Ready
 from alysd.system_channel import ActorLink
@@ -46,6 +47,7 @@ from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority, RoutingKind
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
+WATCH_SLICE_MS = 20         # a waiting requester notices its target's death this fast
 SEND_TIMEOUT_MS = 5000      # how long a send may wait for room before it fails
 DRAIN_BATCH = 256           # messages moved from the socket to the mailbox per pass
 # pyzmq's sugar get/setsockopt cost ~2 us (they build enums); the backend calls
@@ -109,9 +111,12 @@ class _StopRequested(Exception):
 class ActorProcess:
     """One incarnation of one actor, from sockets up to exit code."""
 
-    def __init__(self, boot: ActorBoot, directory: Directory, actor_cls: type[Actor]):
+    def __init__(self, boot: ActorBoot, directory: Directory, table: ActorTable,
+                 actor_cls: type[Actor]):
         self.boot = boot
         self.name = boot.spec.name
+        self.table = table
+        self.slot = table.index[self.name]
         self.rundir = RuntimeDir(boot.runtime_dir)
         self.max_bytes = boot.max_message_bytes
         self.peers = directory.peers
@@ -126,6 +131,7 @@ class ActorProcess:
         self.errors = 0
         self._stopping = False
         self._idle = False
+        self._next_beat = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dealers: dict[str, zmq.Socket] = {}
         self._async_handler = inspect.iscoroutinefunction(self.actor.handle_message)
@@ -215,15 +221,12 @@ class ActorProcess:
     # --- the receive loop ----------------------------------------------------
 
     def _serve(self) -> None:
-        interval = self.boot.heartbeat_interval
-        next_beat = time.monotonic() + interval  # Ready carried the first health report
+        # Ready carried the first health report; the next one is due an interval on.
+        self._next_beat = time.monotonic() + self.boot.heartbeat_interval
         mailbox = self.mailbox
         inbox = self.inbox
         while not self._stopping:
-            now = time.monotonic()
-            if now >= next_beat:
-                self._heartbeat()
-                next_beat = now + interval
+            self._heartbeat_if_due()
             ident = self._wait()
             if ident is None:
                 continue
@@ -273,6 +276,9 @@ class ActorProcess:
 
     def _handle(self, ident: bytes, env: Envelope) -> None:
         self.current = env
+        table = self.table
+        table.handling(self.slot, env.kind, table.sender_index(env.metadata.from_actor),
+                       env.message_id)
         try:
             try:
                 message = self._payload_decoder.decode(env.payload)
@@ -291,6 +297,7 @@ class ActorProcess:
             return
         finally:
             self.current = None
+            table.idle(self.slot)
         self.handled += 1
         if env.kind == Kind.ASK:
             self._reply(ident, env, result)
@@ -323,6 +330,12 @@ class ActorProcess:
         if not isinstance(health, Health):
             return Health("unhealthy", f"health_check() returned {health!r}")
         return health
+
+    def _heartbeat_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_beat:
+            self._heartbeat()
+            self._next_beat = now + self.boot.heartbeat_interval
 
     def _heartbeat(self) -> None:
         health = self._health()
@@ -373,22 +386,25 @@ class ActorProcess:
 
     def request(self, to: str, message: Any, *, timeout: float, priority: int) -> Any:
         sock = self._dealer(to)
+        watch = _TargetWatch(self.table, to)
         mid, frame = self._frame(to, Kind.ASK, message, priority, timeout)
         self._push(sock, to, frame)
         deadline = time.monotonic() + timeout
-        beat_ms = int(self.boot.heartbeat_interval * 1000)
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 raise RequestTimeout(f"no reply from {to!r} within {timeout:g}s",
                                      actor=to, message_id=mid)
-            # Block in recv (not poll: ~30 us faster); wake up to heartbeat, since
-            # waiting for a reply is not being hung.
-            _set(sock, _RCVTIMEO, max(1, min(int(remaining * 1000), beat_ms)))
+            # Block in recv (not poll: ~30 us faster), waking every WATCH_SLICE to
+            # see whether the target died, and to heartbeat when due: waiting for
+            # a reply is not being hung.
+            _set(sock, _RCVTIMEO, max(1, min(int(remaining * 1000), WATCH_SLICE_MS)))
             try:
                 data = sock.recv()
             except zmq.Again:
-                self._heartbeat()
+                watch.check(mid)
+                self._heartbeat_if_due()
                 continue
             reply = self._match_reply(data, mid)
             if reply is not None:
@@ -397,19 +413,27 @@ class ActorProcess:
     async def request_async(self, to: str, message: Any, *, timeout: float,
                             priority: int) -> Any:
         sock = zmq.asyncio.Socket.from_socket(self._dealer(to))
+        watch = _TargetWatch(self.table, to)
         mid, frame = self._frame(to, Kind.ASK, message, priority, timeout)
         self._push(sock, to, frame)
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                data = await asyncio.wait_for(sock.recv(), max(remaining, 0))
-            except asyncio.TimeoutError:
-                raise RequestTimeout(f"no reply from {to!r} within {timeout:g}s",
-                                     actor=to, message_id=mid) from None
-            reply = self._match_reply(data, mid)
-            if reply is not None:
-                return reply.value
+        receiving = asyncio.ensure_future(sock.recv())
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RequestTimeout(f"no reply from {to!r} within {timeout:g}s",
+                                         actor=to, message_id=mid)
+                done, _ = await asyncio.wait({receiving}, timeout=min(remaining, WATCH_SLICE_MS / 1000))
+                if not done:
+                    watch.check(mid)
+                    continue
+                reply = self._match_reply(receiving.result(), mid)
+                if reply is not None:
+                    return reply.value
+                receiving = asyncio.ensure_future(sock.recv())
+        finally:
+            receiving.cancel()
 
     def _match_reply(self, data: bytes, mid: int) -> "_Reply | None":
         """The decoded reply if ``data`` answers ``mid``; None for a stale reply.
@@ -441,6 +465,32 @@ class ActorProcess:
         return self._loop.run_until_complete(awaitable)
 
 
+class _TargetWatch:
+    """Tells a waiting requester that the incarnation its request went to is gone.
+
+    The root records every incarnation's start and end in the shared actor
+    table; a request sent while the target was down goes to the next
+    incarnation, so the watch latches onto that one when it appears.
+    """
+
+    def __init__(self, table: ActorTable, target: str):
+        self.table, self.target = table, target
+        incarnation, state, _, _ = table.liveness(target)
+        self.incarnation = incarnation if state == RUNNING else None
+
+    def check(self, message_id: int) -> None:
+        """Raise ``ActorExited`` if the incarnation holding the request has ended."""
+        incarnation, state, reason, detail = self.table.liveness(self.target)
+        if self.incarnation is None:
+            if state == RUNNING:
+                self.incarnation = incarnation
+            return
+        if incarnation != self.incarnation or state == EXITED:
+            how = reason + (f" ({detail})" if reason in ("exit_code", "signal") else "")
+            raise ActorExited(f"actor {self.target!r} exited while handling request "
+                              f"{message_id}: {how}", actor=self.target, message_id=message_id)
+
+
 class _Reply:
     """Wraps a decoded reply so that a ``None`` reply is told apart from 'no match'."""
 
@@ -450,7 +500,7 @@ class _Reply:
         self.value = value
 
 
-def run_actor(boot: ActorBoot, directory: Directory, actor_cls: type[Actor],
+def run_actor(boot: ActorBoot, directory: Directory, table: ActorTable, actor_cls: type[Actor],
               zctx: zmq.Context | None = None) -> int:
     """Run one incarnation in this (freshly forked) process; returns its exit code.
 
@@ -459,7 +509,7 @@ def run_actor(boot: ActorBoot, directory: Directory, actor_cls: type[Actor],
     """
     log = logging.getLogger(f"alysd.actor.{boot.spec.name}")
     try:
-        return ActorProcess(boot, directory, actor_cls).run(zctx)
+        return ActorProcess(boot, directory, table, actor_cls).run(zctx)
     except Exception:
         log.critical("crashed:\n%s", traceback.format_exc().rstrip())
         return ExitCode.CRASH

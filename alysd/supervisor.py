@@ -38,6 +38,7 @@ import zmq
 
 import alysd
 from alysd import system_channel, zmq_bus
+from alysd.actor_table import ActorTable
 from alysd.config import ActorSpec, Config, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
@@ -205,7 +206,8 @@ class Supervisor:
         lock.acquire()
         # Fork the zygote first: this process must not own a ZeroMQ context or
         # any thread when it forks.
-        self.zygote = start_zygote(self.config, self.rundir.path)
+        self.table = ActorTable(list(self.children))
+        self.zygote = start_zygote(self.config, self.rundir.path, self.table)
         try:
             become_subreaper()
             self._install_signals()
@@ -372,6 +374,7 @@ class Supervisor:
         child.hello = child.go_sent = False
         child.pid = None
         child.spawn_pending = True
+        self.table.set_running(child.name, child.incarnation)
         child.spawned_at = time.time()
         child.ready_at = child.ready_mono = None
         child.health, child.health_reason = "unknown", None
@@ -477,7 +480,9 @@ class Supervisor:
 
     def _incarnation_ended(self, child: Child, exit: LastExit) -> None:
         was = child.state
+        doing = self.table.activity(child.name)
         self._forget_incarnation(child, exit)
+        self._fail_relayed_requests(child, exit)
         if was == State.STOPPING or self.shutting_down or child.held:
             # An exit we asked for: a stop, or the stop half of a restart.
             if child.restart_after_stop and not self.shutting_down:
@@ -501,9 +506,11 @@ class Supervisor:
             if child.track.breaker is BreakerState.OPEN:
                 self.open_breakers.add(child.name)
             decision = f"left {child.state.value}: {verdict.reason}"
+        handling = (f"handling {Kind(doing.kind).name.lower()} {doing.message_id} from "
+                    f"{doing.sender} for {time.time() - doing.since:.3f}s" if doing else "idle")
         log.error("crash report: actor %s (supervisor %s) pid %s incarnation %d exited: %s; "
-                  "decision: %s", child.name, child.spec.supervisor, exit.pid, child.incarnation,
-                  _describe(exit), decision)
+                  "it was %s; decision: %s", child.name, child.spec.supervisor, exit.pid,
+                  child.incarnation, _describe(exit), handling, decision)
 
     def _actors_of(self, name: str) -> list[str]:
         """The actors a tree node stands for: itself, or every actor under a supervisor."""
@@ -575,6 +582,8 @@ class Supervisor:
         self._set_deadline(child, None)
         child.last_exit = exit
         child.ready_mono = None
+        self.table.set_exited(child.name, child.incarnation, exit.reason,
+                              exit.code if exit.code is not None else _signum(exit.signal))
 
     def _set_deadline(self, child: Child, deadline: float | None) -> None:
         if deadline is None:
@@ -945,6 +954,17 @@ class Supervisor:
             else:
                 pending.answer(True, env.payload)
 
+    def _fail_relayed_requests(self, child: Child, exit: LastExit) -> None:
+        """Requests alysctl sent to an incarnation that ended get their answer now."""
+        relay = self.relays.get(child.name)
+        if relay is None:
+            return
+        for mid, pending in list(relay.pending.items()):
+            del relay.pending[mid]
+            pending.answer(False, ErrorInfo(
+                kind="ActorExited", actor=child.name, message_id=mid,
+                message=f"actor {child.name!r} exited while handling the request: {_describe(exit)}"))
+
     def _expire_sends(self, now: float) -> None:
         for relay in self.relays.values():
             for mid, pending in list(relay.pending.items()):
@@ -964,6 +984,13 @@ class Supervisor:
 
 def _enqueue_only(signum, frame) -> None:
     """Signal handler: the wakeup fd already carries ``signum`` to the loop."""
+
+
+def _signum(name: str | None) -> int | None:
+    try:
+        return int(signal.Signals[name]) if name else None
+    except KeyError:
+        return None
 
 
 def _describe(exit: LastExit | None) -> str:

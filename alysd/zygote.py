@@ -35,6 +35,7 @@ import msgspec
 
 
 from alysd import zmq_bus
+from alysd.actor_table import ActorTable
 from alysd.config import Config, check_imports, import_actor_class
 from alysd.exits import ExitCode
 from alysd.process import become_subreaper, die_with_parent, reap_exited, set_title
@@ -89,7 +90,7 @@ class ZygoteHandle:
         self.sock.close()
 
 
-def start_zygote(config: Config, runtime_dir: str) -> ZygoteHandle:
+def start_zygote(config: Config, runtime_dir: str, table: ActorTable) -> ZygoteHandle:
     """Fork the zygote. Call before this process creates a ZeroMQ context or thread."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     root_pid = os.getpid()
@@ -100,7 +101,7 @@ def start_zygote(config: Config, runtime_dir: str) -> ZygoteHandle:
         code = ExitCode.CRASH
         try:
             ours.close()
-            code = _Zygote(theirs, root_pid, config, runtime_dir).run()
+            code = _Zygote(theirs, root_pid, config, runtime_dir, table).run()
         except BaseException:
             traceback.print_exc()
         finally:
@@ -110,8 +111,10 @@ def start_zygote(config: Config, runtime_dir: str) -> ZygoteHandle:
 
 
 class _Zygote:
-    def __init__(self, sock: socket.socket, root_pid: int, config: Config, runtime_dir: str):
+    def __init__(self, sock: socket.socket, root_pid: int, config: Config, runtime_dir: str,
+                 table: ActorTable):
         self.sock = sock
+        self.table = table
         self.root_pid = root_pid
         self.config = config
         self.runtime_dir = runtime_dir
@@ -282,7 +285,7 @@ class _Zygote:
             log.error("actor %s: cannot load %s: %s", boot.spec.name, boot.spec.class_path, exc)
             return ExitCode.CONFIG
         from alysd.proc_actor import run_actor
-        return run_actor(boot, self.directory, cls, zctx)
+        return run_actor(boot, self.directory, self.table, cls, zctx)
 
     def _tell(self, msg) -> None:
         self.sock.send(system_encoder.encode(msg))

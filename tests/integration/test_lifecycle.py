@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from alysd.errors import RequestTimeout
+from alysd.errors import ActorExited, HandlerError
 from alysd.testing import short_tempdir, wait_until
 from tests.conftest import REPO, actor_toml, tree_toml
 
@@ -74,8 +74,8 @@ def test_exit_code_is_recorded_and_temporary_actors_stay_stopped(start_daemon):
     d = start_daemon(tree_toml(actor_toml("perm"), actor_toml("temp", restart="temporary"),
                                actor_toml("never", strategy="never")))
     for name in ("perm", "temp", "never"):
-        with pytest.raises(RequestTimeout):  # the actor died with the request in hand
-            d.request(name, {"op": "exit", "code": 5}, timeout=1)
+        with pytest.raises(ActorExited, match="exit code 5"):  # at once, not after the timeout
+            d.request(name, {"op": "exit", "code": 5}, timeout=30)
     rows = wait_until(lambda: (s := d.status())["perm"]["state"] == "running"
                       and s["perm"]["restarts"] == 1 and s["temp"]["state"] == "stopped"
                       and s["never"]["state"] == "stopped" and s, message="exits handled")
@@ -181,3 +181,16 @@ def test_death_of_the_zygote_stops_everything_and_alysd_exits_1(start_daemon):
     assert d.proc.wait(15) == 1
     assert all(_gone(pid) for pid in actors)
     assert "zygote" in d.log()
+
+
+def test_a_requester_learns_at_once_that_its_target_died_and_the_crash_report_says_why(
+        start_daemon):
+    d = start_daemon(tree_toml(actor_toml("a"), actor_toml("b")))
+    with pytest.raises(HandlerError, match="ActorExited: actor 'b' exited while handling"):
+        d.request("a", {"op": "ask", "to": "b", "msg": {"op": "exit", "code": 9},
+                        "timeout": 30}, timeout=10)
+    report = wait_until(lambda: next((line for line in d.log().splitlines()
+                                      if "crash report: actor b " in line), None),
+                        message="crash report")
+    assert "exit_code (exit code 9)" in report and "it was handling ask" in report
+    assert "from a for" in report

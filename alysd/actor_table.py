@@ -1,0 +1,101 @@
+"""A table in memory shared by the root and every actor: one slot per actor.
+
+The root creates it (an anonymous ``MAP_SHARED`` mapping) before it forks the
+zygote, so every process of the tree inherits the same pages and nothing is
+left on disk. Each slot has two halves with one writer each, so no lock is
+needed:
+
+* liveness, written by the root: the current incarnation and, once it ended,
+  how (state, exit reason, code or signal). A requester waiting for a reply
+  reads its target's liveness and fails at once with ``ActorExited`` when the
+  incarnation it sent to is gone, instead of waiting out its timeout.
+* activity, written by the actor: the message it is handling (id, kind,
+  sender, since when). The root reads it after the actor died, when nothing
+  writes it any more, to say in the crash report what the actor was doing.
+
+Slot layout (little endian, 32 bytes)::
+
+    0  u32 incarnation   4 u8 state   5 u8 exit reason   6 i16 exit code/signal
+    8  u8 kind+1 (0 = idle)   9 u16 sender index   11 u64 message id   19 f64 since
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+
+SLOT = 32
+_LIVENESS = struct.Struct("<IBBh")
+_ACTIVITY = struct.Struct("<BHQd")
+_IDLE = struct.Struct("<B")
+
+RUNNING, EXITED = 1, 2
+# Exit reasons as stored (index into this tuple); anything else is "other".
+REASONS = ("other", "clean", "exit_code", "signal", "start_failed", "config", "start_timeout",
+           "spawn_failed", "zygote_died")
+CTL_SENDER = 0xFFFF      # alysctl, through the root
+UNKNOWN_SENDER = 0xFFFE
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What an actor was handling."""
+
+    kind: int
+    sender: str
+    message_id: int
+    since: float
+
+
+class ActorTable:
+    """Fixed-size shared slots, indexed by the actors' position in the configuration."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self._mem = mmap.mmap(-1, max(1, len(self.names)) * SLOT,
+                              flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+
+    # --- the root's side ----------------------------------------------------------
+
+    def set_running(self, name: str, incarnation: int) -> None:
+        _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, RUNNING, 0, 0)
+        _ACTIVITY.pack_into(self._mem, self.index[name] * SLOT + 8, 0, 0, 0, 0.0)
+
+    def set_exited(self, name: str, incarnation: int, reason: str, detail: int | None) -> None:
+        code = REASONS.index(reason) if reason in REASONS else 0
+        _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, EXITED, code,
+                            max(-32768, min(32767, detail or 0)))
+
+    def activity(self, name: str) -> Activity | None:
+        """The message ``name`` was handling, or None when it was idle."""
+        kind, sender, mid, since = _ACTIVITY.unpack_from(self._mem, self.index[name] * SLOT + 8)
+        if not kind:
+            return None
+        if sender == CTL_SENDER:
+            who = "alysctl"
+        elif sender < len(self.names):
+            who = self.names[sender]
+        else:
+            who = "?"
+        return Activity(kind - 1, who, mid, since)
+
+    # --- an actor's side --------------------------------------------------------------
+
+    def liveness(self, name: str) -> tuple[int, int, str, int]:
+        """(incarnation, state, exit reason, exit code or signal) of ``name``."""
+        inc, state, reason, detail = _LIVENESS.unpack_from(self._mem, self.index[name] * SLOT)
+        return inc, state, REASONS[reason] if reason < len(REASONS) else "other", detail
+
+    def sender_index(self, sender: str) -> int:
+        if sender == "$ctl":
+            return CTL_SENDER
+        return self.index.get(sender, UNKNOWN_SENDER)
+
+    def handling(self, slot: int, kind: int, sender: int, message_id: int) -> None:
+        _ACTIVITY.pack_into(self._mem, slot * SLOT + 8, kind + 1, sender, message_id, time.time())
+
+    def idle(self, slot: int) -> None:
+        _IDLE.pack_into(self._mem, slot * SLOT + 8, 0)
