@@ -542,20 +542,9 @@ class Supervisor:
             for name in [node, *self.config.actors_under(node)] if node in self.sups else []:
                 if name in self.sups:
                     self.sups[name].window.clear()  # a restarted supervisor starts afresh
-        for name in reversed(actors):
-            child = self.children[name]
-            if child.held:
-                continue  # an operator stopped it; a restart of its siblings does not start it
-            if child.live:
-                child.restart_after_stop = True
-                self._queue_stop(name)
-            else:
-                child.state = State.RESTARTING
-        queued = {name: None for name in actors if not self.children[name].held}
-        if front:
-            self.start_queue = {**queued, **self.start_queue}
-        else:
-            self.start_queue.update(queued)
+        # An actor an operator stopped stays stopped when its siblings restart.
+        self._restart_group_of([name for name in actors if not self.children[name].held],
+                               front=front)
 
     def _escalate(self, sup: str, why: str) -> str:
         """``sup`` gives up: its actors stop, and its parent handles it as a failed child."""
@@ -869,24 +858,44 @@ class Supervisor:
             self.start_queue[child.name] = None
 
     def cmd_restart(self, args: dict, answer) -> None:
+        """Restart an actor or a supervisor's subtree, with the siblings its supervisor's
+        strategy ties to it (OTP ``restart_child``). It lifts a commanded stop and
+        closes breakers of what it names, leaves siblings an operator stopped alone,
+        and does not count against restart intensity."""
         self._refuse_while_stopping()
-        names = self._resolve(args["name"])
-        for name in reversed(names):
+        name = args["name"]
+        named = self._resolve(name)
+        parent = (self.children[name].spec.supervisor if name in self.children
+                  else self.sups[name].spec.parent)
+        if parent is None:
+            nodes = [name]
+        else:
+            nodes = plan_group(self.sups[parent].spec.strategy, self.sups[parent].children, name)[1]
+        for actor in named:
+            child = self.children[actor]
+            child.held = False
+            child.track.reset()
+            self.open_breakers.discard(actor)
+            self.delayed.pop(actor, None)
+        group = [a for node in nodes for a in self._actors_of(node) if not self.children[a].held]
+        self._restart_group_of(group)
+        self._await(group, State.RUNNING, answer, self._command_timeout(group))
+
+    def _restart_group_of(self, actors: list[str], front: bool = True) -> None:
+        """Stop these actors (reverse order, one at a time) and start them again in
+        order, ahead of other queued starts (``front``) or after them."""
+        for name in reversed(actors):
             child = self.children[name]
             if child.live:
                 child.restart_after_stop = True
                 self._queue_stop(name)
-        for name in names:
-            child = self.children[name]
-            child.held = False
-            child.track.reset()
-            self.open_breakers.discard(name)
-            self.delayed.pop(name, None)
-            if not child.live:
-                child.state, child.reason = State.STARTING, None
-            self.start_queue.pop(name, None)
-            self.start_queue[name] = None
-        self._await(names, State.RUNNING, answer, self._command_timeout(names))
+            else:
+                child.state, child.reason = State.RESTARTING, None
+        queued = dict.fromkeys(actors)
+        if front:
+            self.start_queue = {**queued, **self.start_queue}
+        else:
+            self.start_queue.update(queued)
 
     def _finish_commands(self, now: float) -> None:
         still = []

@@ -77,12 +77,23 @@ def test_restart_gives_a_new_process_once_it_is_ready(daemon):
     assert daemon.status()["b"]["restarts"] == 0
 
 
-def test_restart_of_a_supervisor_restarts_its_actors(daemon):
+def test_restart_of_a_supervisor_restarts_its_subtree_and_what_its_parent_ties_to_it(daemon):
     before = daemon.status()
-    assert ctl(daemon, "restart", "work").exit_code == 0
+    out = ctl(daemon, "restart", "work")
+    assert out.exit_code == 0
     after = daemon.status()
     assert after["a"]["pid"] != before["a"]["pid"] and after["b"]["pid"] != before["b"]["pid"]
-    assert after["c"]["pid"] == before["c"]["pid"]
+    # work's parent `top` is one_for_all, so its sibling c restarts with it (OTP restart_child)
+    assert after["c"]["pid"] != before["c"]["pid"]
+    assert [line.split(":")[0] for line in out.output.splitlines()] == ["a", "b", "c"]
+
+
+def test_restart_under_one_for_one_leaves_siblings_alone(daemon):
+    before = daemon.status()
+    assert ctl(daemon, "restart", "a").exit_code == 0
+    after = daemon.status()
+    assert after["a"]["pid"] != before["a"]["pid"]
+    assert after["b"]["pid"] == before["b"]["pid"] and after["c"]["pid"] == before["c"]["pid"]
 
 
 def test_stop_keeps_the_actor_stopped_until_start(daemon):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import signal
 
+import psutil
+import pytest
+
 from alysd.testing import wait_until
 from tests.conftest import actor_toml, tree_toml
 
@@ -125,3 +128,53 @@ def test_temporary_child_is_not_restarted_by_a_group_restart_of_its_siblings(sta
                      message="temporary left stopped")
     assert "temporary" in row["reason"]
     assert d.status()["a"]["restarts"] == 0  # not a restart: nothing for the group to do
+
+
+GROUP = {"one_for_one": {"target"}, "one_for_all": {"first", "target", "last"},
+         "rest_for_one": {"target", "last"}}
+
+
+@pytest.mark.parametrize("strategy", ["one_for_one", "one_for_all", "rest_for_one"])
+@pytest.mark.parametrize("restart", ["permanent", "transient", "temporary"])
+def test_otp_matrix_restart_type_by_exit_by_strategy(start_daemon, strategy, restart):
+    d = start_daemon(tree_toml(actor_toml("first"), actor_toml("target", restart=restart),
+                               actor_toml("last"), strategy=strategy, max_retries=10))
+    incarnations = {n: r["incarnation"] for n, r in d.status().items()}
+
+    def moved(rows):
+        return {n for n, r in rows.items() if r["incarnation"] != incarnations[n]}
+
+    # abnormal exit
+    os.kill(d.status()["target"]["pid"], signal.SIGKILL)
+    if restart == "temporary":
+        rows = wait_until(lambda: (s := d.status())["target"]["state"] == "stopped" and s,
+                          message="temporary left stopped")
+        assert moved(rows) == set() and rows["first"]["state"] == rows["last"]["state"] == "running"
+        return
+    rows = wait_until(lambda: (s := d.status()) and moved(s) == GROUP[strategy]
+                      and all(r["state"] == "running" for r in s.values()) and s,
+                      message=f"{strategy} group restarted")
+    incarnations = {n: r["incarnation"] for n, r in rows.items()}
+    # clean exit (an orderly SIGTERM the supervisor did not ask for)
+    os.kill(rows["target"]["pid"], signal.SIGTERM)
+    if restart == "transient":
+        rows = wait_until(lambda: (s := d.status())["target"]["state"] == "stopped" and s,
+                          message="transient left stopped after a clean exit")
+        assert rows["target"]["last_exit"]["reason"] == "clean" and moved(rows) == set()
+    else:
+        wait_until(lambda: (s := d.status()) and moved(s) == GROUP[strategy]
+                   and all(r["state"] == "running" for r in s.values()),
+                   message="permanent restarted after a clean exit")
+
+
+def test_no_zombies_after_many_crashes(start_daemon):
+    d = start_daemon(tree_toml(*(actor_toml(n) for n in "abc"), strategy="one_for_one",
+                               max_retries=1000, within_time="1s"))
+    for i in range(30):
+        row = d.status()["abc"[i % 3]]
+        os.kill(row["pid"], signal.SIGKILL)
+        wait_until(lambda r=row: d.status()[r["name"]]["incarnation"] > r["incarnation"]
+                   and d.status()[r["name"]]["state"] == "running", message="restarted")
+    zombies = [p for p in d.descendants() if p.status() == psutil.STATUS_ZOMBIE]
+    assert zombies == []
+    assert len(d.descendants()) <= 3 + 2  # the actors, the zygote and its warm spare
