@@ -29,6 +29,7 @@ import os
 import signal
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -104,6 +105,27 @@ class Context:
         return self._p.publish(event_type, message)
 
 
+@dataclass
+class Endpoints:
+    """The sockets of one actor process: its own ZeroMQ context, its inbox, its
+    system link. A warm spare opens them before it knows which actor it becomes."""
+
+    zctx: zmq.Context
+    inbox: zmq.Socket
+    system: ActorLink
+
+
+def open_endpoints(runtime_dir: str, inbox_path: str, *, max_message_bytes: int,
+                   heartbeat_interval: float, zctx: zmq.Context | None = None) -> Endpoints:
+    """Create this process's context, bind an inbox at ``inbox_path`` and connect
+    the system channel."""
+    zctx = zctx or zmq.Context(io_threads=1)
+    inbox = zmq_bus.bind_router(zctx, inbox_path, max_message_bytes=max_message_bytes)
+    # An idle actor wakes once per heartbeat interval, when its heartbeat is due.
+    _set(inbox, _RCVTIMEO, max(1, int(heartbeat_interval * 1000)))
+    return Endpoints(zctx, inbox, ActorLink(RuntimeDir(runtime_dir).system))
+
+
 class _StopRequested(Exception):
     """Raised by the stop-signal handler to break out of an idle blocking receive."""
 
@@ -142,17 +164,19 @@ class ActorProcess:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def run(self, zctx: zmq.Context | None = None) -> int:
+    def run(self, endpoints: Endpoints | None = None) -> int:
         """Serve until told to stop; returns the process exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop_signal)
-        self.zctx = zctx or zmq.Context(io_threads=1)
         try:
-            self.inbox = zmq_bus.bind_router(self.zctx, self.rundir.inbox(self.name),
-                                             max_message_bytes=self.max_bytes)
-            # An idle actor wakes once per heartbeat interval, when its heartbeat is due.
-            _set(self.inbox, _RCVTIMEO, max(1, int(self.boot.heartbeat_interval * 1000)))
-            self.system = ActorLink(self.rundir.system)
+            endpoints = endpoints or open_endpoints(
+                self.boot.runtime_dir, self.rundir.inbox(self.name),
+                max_message_bytes=self.max_bytes, heartbeat_interval=self.boot.heartbeat_interval)
+        except Exception:
+            self.log.critical("cannot open its sockets:\n%s", traceback.format_exc().rstrip())
+            return ExitCode.CRASH
+        self.zctx, self.inbox, self.system = endpoints.zctx, endpoints.inbox, endpoints.system
+        try:
             self.system.send(Hello(self.boot.incarnation, os.getpid()))
             if self.boot.wait_for_go and not self._await_go():
                 return ExitCode.OK
@@ -501,15 +525,15 @@ class _Reply:
 
 
 def run_actor(boot: ActorBoot, directory: Directory, table: ActorTable, actor_cls: type[Actor],
-              zctx: zmq.Context | None = None) -> int:
+              endpoints: Endpoints | None = None) -> int:
     """Run one incarnation in this (freshly forked) process; returns its exit code.
 
-    ``zctx`` is this process's own ZeroMQ context when a warm spare made it
-    ahead of time; never a context inherited across fork.
+    ``endpoints`` are this process's own sockets when a warm spare opened them
+    ahead of time (never a context inherited across fork).
     """
     log = logging.getLogger(f"alysd.actor.{boot.spec.name}")
     try:
-        return ActorProcess(boot, directory, table, actor_cls).run(zctx)
+        return ActorProcess(boot, directory, table, actor_cls).run(endpoints)
     except Exception:
         log.critical("crashed:\n%s", traceback.format_exc().rstrip())
         return ExitCode.CRASH

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import math
 import random
 from dataclasses import dataclass
 
@@ -139,7 +140,7 @@ class ChildTrack:
             if self.attempts >= backoff.max_retries:
                 return Verdict(Action.FAIL, reason=f"backoff gave up after {self.attempts} "
                                                    "restarts without a healthy stretch")
-            delay = min(backoff.max_delay, backoff.initial_delay * backoff.multiplier ** self.attempts)
+            delay = _backoff_delay(backoff, self.attempts)
             self.attempts += 1
             return Verdict(Action.RESTART, delay=delay * (1 + self.rng.uniform(0, JITTER)))
         self.attempts += 1
@@ -174,6 +175,17 @@ class ChildTrack:
         """Close the breaker and forget failures (``alysctl reset``, a commanded start)."""
         self.attempts = self.failures = self.successes = 0
         self.breaker, self.opened_at = BreakerState.CLOSED, None
+
+
+def _backoff_delay(backoff, attempts: int) -> float:
+    """``min(max_delay, initial_delay * multiplier ** attempts)``, without computing a
+    power that overflows a float in a long crash loop: the exponent stops growing
+    once the cap is reached."""
+    if backoff.multiplier <= 1 or backoff.max_delay <= backoff.initial_delay:
+        return min(backoff.max_delay, backoff.initial_delay)
+    to_cap = math.ceil(math.log(backoff.max_delay / backoff.initial_delay, backoff.multiplier))
+    return min(backoff.max_delay,
+               backoff.initial_delay * backoff.multiplier ** min(attempts, to_cap))
 
 
 def plan_group(strategy: Strategy, siblings: list[str], failed: str) -> tuple[list[str], list[str]]:

@@ -24,6 +24,7 @@ exits non-zero so that systemd takes over.
 from __future__ import annotations
 
 import enum
+import glob
 import itertools
 import logging
 import os
@@ -39,7 +40,7 @@ import zmq
 import alysd
 from alysd import system_channel, zmq_bus
 from alysd.actor_table import ActorTable
-from alysd.config import ActorSpec, Config, SupervisorSpec
+from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
 from alysd.exits import LastExit, classify
@@ -218,8 +219,9 @@ class Supervisor:
                 self._stop_everything_now()
                 self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
         finally:
+            spares = glob.glob(os.path.join(glob.escape(self.rundir.path), ".spare-*"))
             for path in (self.rundir.control, self.rundir.system,
-                         *map(self.rundir.inbox, self.children)):
+                         *map(self.rundir.inbox, self.children), *spares):
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
@@ -503,6 +505,7 @@ class Supervisor:
         else:
             child.state = State.FAILED if verdict.action is Action.FAIL else State.STOPPED
             child.reason = verdict.reason
+            self.delayed.pop(child.name, None)
             if child.track.breaker is BreakerState.OPEN:
                 self.open_breakers.add(child.name)
             decision = f"left {child.state.value}: {verdict.reason}"
@@ -542,9 +545,25 @@ class Supervisor:
             for name in [node, *self.config.actors_under(node)] if node in self.sups else []:
                 if name in self.sups:
                     self.sups[name].window.clear()  # a restarted supervisor starts afresh
-        # An actor an operator stopped stays stopped when its siblings restart.
-        self._restart_group_of([name for name in actors if not self.children[name].held],
-                               front=front)
+        for name in actors:
+            self.delayed.pop(name, None)
+        restart, stop_only = [], []
+        for name in actors:
+            child = self.children[name]
+            if name in self._actors_of(failed):
+                restart.append(name)
+            elif child.held or child.state in (State.STOPPED, State.FAILED):
+                continue  # stopped by an operator or by its own policy: a sibling does not revive it
+            elif child.spec.restart is Restart.TEMPORARY:
+                stop_only.append(name)  # OTP: a temporary child is never restarted
+            else:
+                restart.append(name)
+        for name in reversed(stop_only):
+            child = self.children[name]
+            child.reason = "temporary: stopped with its group, not restarted"
+            if child.live:
+                self._queue_stop(name)
+        self._restart_group_of(restart, front=front)
 
     def _escalate(self, sup: str, why: str) -> str:
         """``sup`` gives up: its actors stop, and its parent handles it as a failed child."""

@@ -39,6 +39,7 @@ from alysd.actor_table import ActorTable
 from alysd.config import Config, check_imports, import_actor_class
 from alysd.exits import ExitCode
 from alysd.process import become_subreaper, die_with_parent, reap_exited, set_title
+from alysd.runtime_dir import RuntimeDir
 from alysd.protocol import (ActorBoot, Directory, Exited, Preloaded, Spawn, Spawned,
                             SpawnFailed, system_encoder, zygote_decoder)
 
@@ -259,24 +260,29 @@ class _Zygote:
         return None
 
     def _become_spare(self, r: int, w: int) -> int:
+        """Open an actor's sockets (context and threads, an inbox bound at a
+        temporary path, the system link) before knowing which actor this becomes;
+        then wait for the boot, move the inbox to its real path, and run."""
         os.close(w)
         set_title("alysd: zygote spare")
-        import zmq
-        zctx = zmq.Context(io_threads=1)
-        # Rehearse: the first socket starts libzmq's threads, and the first bind in a
-        # forked child faults in (copies) the pages it touches, ~2 ms here. Pay both now.
-        rehearsal = os.path.join(self.runtime_dir, f".spare-{os.getpid()}")
-        sock = zctx.socket(zmq.ROUTER)
-        sock.bind(f"ipc://{rehearsal}")
-        sock.close(linger=0)
-        os.unlink(rehearsal)
+        from alysd.proc_actor import open_endpoints
+        system = self.config.system
+        temporary = os.path.join(self.runtime_dir, f".spare-{os.getpid()}")
+        endpoints = open_endpoints(self.runtime_dir, temporary,
+                                   max_message_bytes=system.max_message_bytes,
+                                   heartbeat_interval=system.heartbeat_interval)
         data = _read_message(r)
         os.close(r)
         if data is None:
+            os.unlink(temporary)
             return ExitCode.OK  # never used: the zygote is going away
-        return self._become_actor(msgspec.msgpack.decode(data, type=ActorBoot), zctx)
+        boot = msgspec.msgpack.decode(data, type=ActorBoot)
+        # rename() swaps the socket file in atomically: peers reconnecting to the
+        # actor's path reach this process from now on.
+        os.rename(temporary, RuntimeDir(boot.runtime_dir).inbox(boot.spec.name))
+        return self._become_actor(boot, endpoints)
 
-    def _become_actor(self, boot: ActorBoot, zctx) -> int:
+    def _become_actor(self, boot: ActorBoot, endpoints) -> int:
         """Runs in the forked child; never returns into the zygote's loop."""
         set_title(f"alysd: {boot.spec.supervisor}/{boot.spec.name}")
         try:
@@ -285,7 +291,7 @@ class _Zygote:
             log.error("actor %s: cannot load %s: %s", boot.spec.name, boot.spec.class_path, exc)
             return ExitCode.CONFIG
         from alysd.proc_actor import run_actor
-        return run_actor(boot, self.directory, self.table, cls, zctx)
+        return run_actor(boot, self.directory, self.table, cls, endpoints)
 
     def _tell(self, msg) -> None:
         self.sock.send(system_encoder.encode(msg))

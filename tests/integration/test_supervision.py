@@ -178,3 +178,20 @@ def test_no_zombies_after_many_crashes(start_daemon):
     zombies = [p for p in d.descendants() if p.status() == psutil.STATUS_ZOMBIE]
     assert zombies == []
     assert len(d.descendants()) <= 3 + 2  # the actors, the zygote and its warm spare
+
+
+def test_a_group_restart_stops_a_temporary_sibling_and_does_not_revive_stopped_ones(start_daemon):
+    d = start_daemon(tree_toml(actor_toml("a"), actor_toml("temp", restart="temporary"),
+                               actor_toml("open", strategy="circuit_breaker", failure_threshold=1,
+                                          recovery_timeout="1h"),
+                               actor_toml("b"), strategy="one_for_all", max_retries=10))
+    os.kill(d.status()["open"]["pid"], signal.SIGKILL)      # its breaker opens: left stopped
+    wait_until(lambda: d.status()["open"]["breaker"] == "open", message="breaker open")
+    before = d.status()
+    os.kill(before["b"]["pid"], signal.SIGKILL)
+    rows = wait_until(lambda: (s := d.status())["b"]["incarnation"] > before["b"]["incarnation"]
+                      and s["a"]["incarnation"] > before["a"]["incarnation"]
+                      and s["a"]["state"] == s["b"]["state"] == "running"
+                      and s["temp"]["state"] == "stopped" and s, message="group restarted")
+    assert "temporary" in rows["temp"]["reason"] and rows["temp"]["pid"] is None
+    assert rows["open"]["state"] == "stopped" and rows["open"]["breaker"] == "open"
