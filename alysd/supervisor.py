@@ -28,6 +28,7 @@ import glob
 import itertools
 import logging
 import os
+import select
 import signal
 import socket
 import time
@@ -60,6 +61,7 @@ log = logging.getLogger("alysd")
 FORK_AHEAD = 4              # successors forked before their turn in an ordered start
 PRELOAD_TIMEOUT = 120.0     # seconds the zygote may take to import every actor class
 MAX_POLL_MS = 1000
+ZYGOTE_EXIT_TIMEOUT = 2.0   # seconds the zygote gets to reap its spares at exit
 
 
 class State(str, enum.Enum):
@@ -716,16 +718,20 @@ class Supervisor:
                 self._set_deadline(child, None)  # a stale timer must not spin the loop
 
     def _stop_everything_now(self) -> None:
-        """Last resort on the way out: nothing we started may outlive us."""
+        """On the way out: nothing we started may outlive us, nor linger as a zombie."""
         for child in self.children.values():
             if child.pid is not None:
                 signal_group(child.pid, signal.SIGKILL)
         self.zygote.close()
         try:
-            os.kill(self.zygote.pid, signal.SIGKILL)
-            os.waitpid(self.zygote.pid, 0)
+            os.kill(self.zygote.pid, signal.SIGTERM)  # it kills and reaps its spares
+            if not _wait_pid(self.zygote.pid, ZYGOTE_EXIT_TIMEOUT):
+                os.kill(self.zygote.pid, signal.SIGKILL)
+                os.waitpid(self.zygote.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+        for _ in reap_exited():
+            pass  # orphans the zygote left us (we are their subreaper)
 
     # --- control plane ----------------------------------------------------------------
 
@@ -1012,6 +1018,19 @@ class Supervisor:
 
 def _enqueue_only(signum, frame) -> None:
     """Signal handler: the wakeup fd already carries ``signum`` to the loop."""
+
+
+def _wait_pid(pid: int, timeout: float) -> bool:
+    """Reap child ``pid`` within ``timeout`` seconds; False if it is still running."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        readable, _, _ = select.select([pidfd], [], [], timeout)  # readable once it exited
+    finally:
+        os.close(pidfd)
+    if not readable:
+        return False
+    os.waitpid(pid, 0)
+    return True
 
 
 def _signum(name: str | None) -> int | None:
