@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import enum
 import glob
-import itertools
 import logging
 import os
 import select
@@ -660,10 +659,20 @@ class Supervisor:
                      (now - self.started_mono) * 1000)
 
     def _advance_start(self) -> None:
-        for i, name in enumerate(itertools.islice(self.start_queue, FORK_AHEAD)):
+        """Fork up to ``FORK_AHEAD`` queued children ahead; give the head its Go.
+
+        A child whose previous incarnation is still stopping holds its place (and
+        the Go of everyone behind it) but not the forking of those behind it, so a
+        group restart's starts overlap its stops.
+        """
+        ahead = 0
+        for i, name in enumerate(self.start_queue):
+            if ahead >= FORK_AHEAD:
+                return
             child = self.children[name]
             if child.state == State.STOPPING:
                 continue
+            ahead += 1
             if not child.live:
                 # The head runs started() at once; the ones behind it wait for Go.
                 self._spawn(child, wait_for_go=i > 0)
