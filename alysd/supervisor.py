@@ -516,6 +516,14 @@ class Supervisor:
                   "it was %s; decision: %s", child.name, child.spec.supervisor, exit.pid,
                   child.incarnation, _describe(exit), handling, decision)
 
+    def _supervisors_under(self, sup: str) -> list[str]:
+        """``sup`` and every supervisor below it."""
+        found = [sup]
+        for kind, name in self.config.children(sup):
+            if kind == "supervisor":
+                found += self._supervisors_under(name)
+        return found
+
     def _actors_of(self, name: str) -> list[str]:
         """The actors a tree node stands for: itself, or every actor under a supervisor."""
         return [name] if name in self.children else self.config.actors_under(name)
@@ -543,18 +551,21 @@ class Supervisor:
         _, group = plan_group(self.sups[sup].spec.strategy, self.sups[sup].children, failed)
         actors = [name for node in group for name in self._actors_of(node)]
         for node in group:
-            for name in [node, *self.config.actors_under(node)] if node in self.sups else []:
-                if name in self.sups:
+            if node in self.sups:
+                for name in self._supervisors_under(node):
                     self.sups[name].window.clear()  # a restarted supervisor starts afresh
         for name in actors:
             self.delayed.pop(name, None)
+        failed_actors = set(self._actors_of(failed))
         restart, stop_only = [], []
         for name in actors:
             child = self.children[name]
-            if name in self._actors_of(failed):
+            if child.held:
+                continue  # an operator stopped it: nothing but `alysctl start` revives it
+            if name in failed_actors:
                 restart.append(name)
-            elif child.held or child.state in (State.STOPPED, State.FAILED):
-                continue  # stopped by an operator or by its own policy: a sibling does not revive it
+            elif child.state in (State.STOPPED, State.FAILED):
+                continue  # left stopped by its own policy: a sibling's failure does not revive it
             elif child.spec.restart is Restart.TEMPORARY:
                 stop_only.append(name)  # OTP: a temporary child is never restarted
             else:

@@ -195,3 +195,16 @@ def test_a_group_restart_stops_a_temporary_sibling_and_does_not_revive_stopped_o
                       and s["temp"]["state"] == "stopped" and s, message="group restarted")
     assert "temporary" in rows["temp"]["reason"] and rows["temp"]["pid"] is None
     assert rows["open"]["state"] == "stopped" and rows["open"]["breaker"] == "open"
+
+
+def test_an_actor_stopped_by_command_stays_stopped_when_its_supervisor_is_restarted(start_daemon):
+    d = start_daemon(
+        '[supervisors.top]\nmax_retries = 5\nwithin_time = "30s"\n'
+        '[supervisors.inner]\nparent = "top"\nmax_retries = 0\nwithin_time = "30s"\n'
+        + actor_toml("x", supervisor="inner") + actor_toml("y", supervisor="inner")
+        + actor_toml("quiet", supervisor="inner"))
+    d.call("stop", {"name": "quiet"})
+    _kill_and_wait(d, "x", {"x", "y"})  # inner allows no restart: top restarts its subtree
+    assert "supervisor inner gave up" in d.log()
+    row = d.status()["quiet"]
+    assert row["state"] == "stopped" and row["reason"] == "stopped by command"
