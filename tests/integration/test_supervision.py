@@ -97,12 +97,17 @@ def test_reset_closes_an_open_breaker_at_once(start_daemon):
     assert rows[0]["state"] == "running" and rows[0]["breaker"] == "closed"
 
 
+def nested_tree(inner_retries: int, *actors: str) -> str:
+    """``top`` (one_for_one, 5 restarts in 30 s) over ``inner`` (``inner_retries``)."""
+    return ('[supervisors.top]\nstrategy = "one_for_one"\nmax_retries = 5\nwithin_time = "30s"\n'
+            f'[supervisors.inner]\nparent = "top"\nmax_retries = {inner_retries}\n'
+            'within_time = "30s"\n' + "".join(actors))
+
+
 def test_a_child_supervisor_that_gives_up_is_restarted_by_its_parent(start_daemon):
-    d = start_daemon(
-        '[supervisors.top]\nstrategy = "one_for_one"\nmax_retries = 5\nwithin_time = "30s"\n'
-        '[supervisors.inner]\nparent = "top"\nmax_retries = 1\nwithin_time = "30s"\n'
-        + actor_toml("x", supervisor="inner") + actor_toml("y", supervisor="inner")
-        + actor_toml("z", supervisor="top"))
+    d = start_daemon(nested_tree(1, actor_toml("x", supervisor="inner"),
+                                 actor_toml("y", supervisor="inner"),
+                                 actor_toml("z", supervisor="top")))
     before = d.status()
     _kill_and_wait(d, "x", {"x"})                  # inner absorbs one restart
     rows = _kill_and_wait(d, "x", {"x", "y"})       # the second exceeds inner's intensity
@@ -198,11 +203,9 @@ def test_a_group_restart_stops_a_temporary_sibling_and_does_not_revive_stopped_o
 
 
 def test_an_actor_stopped_by_command_stays_stopped_when_its_supervisor_is_restarted(start_daemon):
-    d = start_daemon(
-        '[supervisors.top]\nmax_retries = 5\nwithin_time = "30s"\n'
-        '[supervisors.inner]\nparent = "top"\nmax_retries = 0\nwithin_time = "30s"\n'
-        + actor_toml("x", supervisor="inner") + actor_toml("y", supervisor="inner")
-        + actor_toml("quiet", supervisor="inner"))
+    d = start_daemon(nested_tree(0, actor_toml("x", supervisor="inner"),
+                                 actor_toml("y", supervisor="inner"),
+                                 actor_toml("quiet", supervisor="inner")))
     d.call("stop", {"name": "quiet"})
     _kill_and_wait(d, "x", {"x", "y"})  # inner allows no restart: top restarts its subtree
     assert "supervisor inner gave up" in d.log()
