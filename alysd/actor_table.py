@@ -26,6 +26,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from alysd.zmq_bus import CTL_IDENTITY
+
 SLOT = 32
 _LIVENESS = struct.Struct("<IBBh")
 _ACTIVITY = struct.Struct("<BHQd")
@@ -90,7 +92,7 @@ class ActorTable:
         return inc, state, REASONS[reason] if reason < len(REASONS) else "other", detail
 
     def sender_index(self, sender: str) -> int:
-        if sender == "$ctl":
+        if sender == CTL_IDENTITY:
             return CTL_SENDER
         return self.index.get(sender, UNKNOWN_SENDER)
 

@@ -17,9 +17,7 @@ import select
 
 import zmq
 
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-_get = zmq.backend.Socket.get   # the sugar getsockopt builds enums and costs ~2 us more
+from alysd.zmq_bus import EVENTS, POLLIN, sockopt_get
 
 
 class EventPoller:
@@ -50,14 +48,14 @@ class EventPoller:
 
     def poll(self, timeout: float) -> tuple[set[int], list[zmq.Socket]]:
         """Wait up to ``timeout`` seconds; returns (ready plain fds, ready ZeroMQ sockets)."""
-        ready = [s for s in self._zmq.values() if _get(s, _EVENTS) & _POLLIN]
+        ready = [s for s in self._zmq.values() if sockopt_get(s, EVENTS) & POLLIN]
         events = self._epoll.poll(0 if ready else timeout)
         fds = set()
         for fd, _ in events:
             sock = self._zmq.get(fd)
             if sock is None:
                 fds.add(fd)
-            elif sock not in ready and _get(sock, _EVENTS) & _POLLIN:
+            elif sock not in ready and sockopt_get(sock, EVENTS) & POLLIN:
                 ready.append(sock)
         return fds, ready
 

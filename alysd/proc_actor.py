@@ -51,14 +51,7 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 WATCH_SLICE_MS = 20         # a waiting requester notices its target's death this fast
 SEND_TIMEOUT_MS = 5000      # how long a send may wait for room before it fails
 DRAIN_BATCH = 256           # messages moved from the socket to the mailbox per pass
-# pyzmq's sugar get/setsockopt cost ~2 us (they build enums); the backend calls
-# are cheaper, and this loop makes several per message.
-_get = zmq.backend.Socket.get
-_set = zmq.backend.Socket.set
-_RCVMORE = int(zmq.RCVMORE)
-_RCVTIMEO = int(zmq.RCVTIMEO)
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
+_get, _set = zmq_bus.sockopt_get, zmq_bus.sockopt_set
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 
@@ -122,7 +115,7 @@ def open_endpoints(runtime_dir: str, inbox_path: str, *, max_message_bytes: int,
     zctx = zctx or zmq.Context(io_threads=1)
     inbox = zmq_bus.bind_router(zctx, inbox_path, max_message_bytes=max_message_bytes)
     # An idle actor wakes once per heartbeat interval, when its heartbeat is due.
-    _set(inbox, _RCVTIMEO, max(1, int(heartbeat_interval * 1000)))
+    _set(inbox, zmq_bus.RCVTIMEO, max(1, int(heartbeat_interval * 1000)))
     return Endpoints(zctx, inbox, ActorLink(RuntimeDir(runtime_dir).system))
 
 
@@ -194,6 +187,7 @@ class ActorProcess:
                 self.log.error("stopped() failed:\n%s", traceback.format_exc().rstrip())
             return ExitCode.OK
         finally:
+            self.system.close()
             self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
             if self._loop is not None:
                 self._loop.close()
@@ -207,26 +201,18 @@ class ActorProcess:
 
     def _await_go(self) -> bool:
         """Wait for the root's Go (an ordered start); False if told to stop first."""
-        while True:
-            msg = None
-            self._idle = True
+        while not self._stopping:
             try:
-                if not self._stopping:
-                    msg = self.system.receive(1.0)
-                self._idle = False
-            except _StopRequested:
-                pass
+                msg = self._idle_receive(lambda: self.system.receive(1.0))
             except ProtocolError as exc:
-                self._idle = False
                 self.log.warning("ignored a malformed system message: %s", exc)
-            if self._stopping:
-                return False
+                continue
             if isinstance(msg, Go):
                 return True
+        return False
 
-    def _wait(self) -> bytes | None:
-        """Block for the next identity frame on the inbox for up to one heartbeat
-        interval; None on timeout or stop.
+    def _idle_receive(self, receive):
+        """Run a blocking ``receive()``; None on its timeout or on a stop signal.
 
         A blocking receive is ~30 us faster per message than poll-then-receive,
         which is why the loop has no poller: a stop signal breaks the wait by
@@ -236,7 +222,8 @@ class ActorProcess:
         self._idle = True
         try:
             if not self._stopping:
-                got = self.inbox.recv()
+                got = receive()
+            # Cleared inside the try: a signal landing right here is still caught.
             self._idle = False
         except (zmq.Again, _StopRequested):
             self._idle = False
@@ -251,7 +238,8 @@ class ActorProcess:
         inbox = self.inbox
         while not self._stopping:
             self._heartbeat_if_due()
-            ident = self._wait()
+            # Up to one heartbeat interval (the inbox's receive timeout).
+            ident = self._idle_receive(inbox.recv)
             if ident is None:
                 continue
             self._accept(ident)
@@ -259,7 +247,7 @@ class ActorProcess:
             # depth is real. One ZMQ_EVENTS query tells a lone request (the
             # common case) from a burst; only a burst pays for the exception
             # that ends a run of non-blocking receives (~6 us).
-            if _get(inbox, _EVENTS) & _POLLIN:
+            if _get(inbox, zmq_bus.EVENTS) & zmq_bus.POLLIN:
                 for _ in range(DRAIN_BATCH):
                     try:
                         ident = inbox.recv(_NOBLOCK)
@@ -278,12 +266,12 @@ class ActorProcess:
         never wait. ``recv`` twice beats ``recv_multipart`` by ~5 us here.
         """
         data = self.inbox.recv()
-        if _get(self.inbox, _RCVMORE):
-            extra = 2
-            while _get(self.inbox, _RCVMORE):
+        if _get(self.inbox, zmq_bus.RCVMORE):
+            frames = 2
+            while _get(self.inbox, zmq_bus.RCVMORE):
                 self.inbox.recv()
-                extra += 1
-            self._reject(ident, f"expected 2 frames, got {extra + 1}")
+                frames += 1
+            self._reject(ident, f"expected 2 frames, got {frames}")
             return
         try:
             env = zmq_bus.decode_envelope(data, self.max_bytes)
@@ -379,13 +367,13 @@ class ActorProcess:
             self._dealers[to] = sock
         return sock
 
-    def _frame(self, to: str, kind: int, message: Any, priority: int,
-               timeout: float | None = None) -> tuple[int, bytes]:
+    def _frame(self, to: str, kind: int, message: Any, priority: int = Priority.NORMAL,
+               timeout: float | None = None,
+               routing: int = RoutingKind.DIRECT) -> tuple[int, bytes]:
         mid = self.ids.next()
         frame = zmq_bus.encode_envelope(kind, mid, message, sender=self.name, target=to,
-                                        priority=priority, timeout=timeout)
-        if len(frame) > self.max_bytes:
-            zmq_bus.check_size(frame, self.max_bytes, target=to)
+                                        priority=priority, timeout=timeout, routing=routing)
+        zmq_bus.check_size(frame, self.max_bytes, target=to)
         return mid, frame
 
     def _push(self, sock: zmq.Socket, to: str, frame: bytes) -> None:
@@ -402,9 +390,7 @@ class ActorProcess:
     def publish(self, event_type: str, message: Any) -> int:
         targets = self.subscribers.get(event_type, ())
         for to in targets:
-            frame = zmq_bus.encode_envelope(Kind.EVENT, self.ids.next(), message, sender=self.name,
-                                            target=to, routing=RoutingKind.BROADCAST)
-            zmq_bus.check_size(frame, self.max_bytes, target=to)
+            _, frame = self._frame(to, Kind.EVENT, message, routing=RoutingKind.BROADCAST)
             self._push(self._dealer(to), to, frame)
         return len(targets)
 
@@ -423,7 +409,7 @@ class ActorProcess:
             # Block in recv (not poll: ~30 us faster), waking every WATCH_SLICE to
             # see whether the target died, and to heartbeat when due: waiting for
             # a reply is not being hung.
-            _set(sock, _RCVTIMEO, max(1, min(int(remaining * 1000), WATCH_SLICE_MS)))
+            _set(sock, zmq_bus.RCVTIMEO, max(1, min(int(remaining * 1000), WATCH_SLICE_MS)))
             try:
                 data = sock.recv()
             except zmq.Again:

@@ -881,20 +881,21 @@ class Supervisor:
         self._await(names, State.RUNNING, answer, self._command_timeout(names))
 
     def cmd_reset(self, args: dict, answer) -> None:
-        """Close circuit breakers, forget backoff, and start what they kept stopped."""
-        self._refuse_while_stopping()
-        names = self._resolve(args["name"])
-        for name in names:
-            self._release(self.children[name])
-        self._await(names, State.RUNNING, answer, self._command_timeout(names))
+        """Close circuit breakers, forget backoff, and start what they kept stopped:
+        what ``start`` does to anything it starts, asked for by its own name."""
+        self.cmd_start(args, answer)
 
-    def _release(self, child: Child) -> None:
-        """An operator wants ``child`` running: lift a commanded stop, close its
-        breaker, forget its backoff, and start it unless it runs already."""
+    def _lift_holds(self, child: Child) -> None:
+        """Forget a commanded stop, an open breaker and backoff: an operator acted."""
         child.held = False
         child.track.reset()
         self.open_breakers.discard(child.name)
         self.delayed.pop(child.name, None)
+
+    def _release(self, child: Child) -> None:
+        """An operator wants ``child`` running: lift what holds it and start it
+        unless it runs already."""
+        self._lift_holds(child)
         if child.state in (State.STOPPED, State.FAILED):
             child.state, child.reason = State.STARTING, None
             self.start_queue[child.name] = None
@@ -917,11 +918,7 @@ class Supervisor:
         else:
             nodes = plan_group(self.sups[parent].spec.strategy, self.sups[parent].children, name)[1]
         for actor in named:
-            child = self.children[actor]
-            child.held = False
-            child.track.reset()
-            self.open_breakers.discard(actor)
-            self.delayed.pop(actor, None)
+            self._lift_holds(self.children[actor])
         group = [a for node in nodes for a in self._actors_of(node) if not self.children[a].held]
         self._restart_group_of(group)
         self._await(group, State.RUNNING, answer, self._command_timeout(group))

@@ -221,6 +221,16 @@ def check_size(frame: bytes, max_bytes: int, *, target: str) -> None:
 
 # --- sockets -----------------------------------------------------------------
 
+# pyzmq's sugar get/setsockopt cost ~2 us a call (they build enums); the backend
+# calls do not, and the receive loop and the root's poller make several a message.
+sockopt_get = zmq.backend.Socket.get
+sockopt_set = zmq.backend.Socket.set
+EVENTS = int(zmq.EVENTS)
+POLLIN = int(zmq.POLLIN)
+RCVMORE = int(zmq.RCVMORE)
+RCVTIMEO = int(zmq.RCVTIMEO)
+
+
 def ipc(path: str) -> str:
     return f"ipc://{path}"
 

@@ -81,14 +81,6 @@ class ZygoteHandle:
                 return out
             out.append(zygote_decoder.decode(data))
 
-    def receive_blocking(self, timeout: float):
-        """One message, waiting up to ``timeout`` seconds (used during boot)."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
-            return None
-        msgs = self.receive()
-        return msgs[0] if msgs else None
-
     def close(self) -> None:
         self.sock.close()
 

@@ -35,20 +35,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from alysd.config import ActorSpec, BackoffSpec, BreakerSpec, ChildPolicy, Restart, Strategy
 from alysd.exits import LastExit
 from alysd.restart import JITTER, Action, BreakerState, ChildTrack, RestartWindow, plan_group
+from tests.unit.test_restart import ABNORMAL, CLEAN, CONFIG
 
-CLEAN = LastExit(reason="clean", code=0)
-CONFIG = LastExit(reason="config", code=78)
 # Mostly crashes, sometimes a clean exit, rarely EX_CONFIG.
-EXITS = st.sampled_from([
-    LastExit(reason="exit_code", code=1),
-    LastExit(reason="exit_code", code=2),
-    LastExit(reason="signal", signal="SIGKILL"),
-    LastExit(reason="signal", signal="SIGSEGV"),
-    LastExit(reason="start_failed", code=3),
-    LastExit(reason="start_timeout", signal="SIGKILL"),
-    CLEAN,
-    CONFIG,
-])
+EXITS = st.sampled_from([*ABNORMAL, CLEAN, CONFIG])
 # Dyadic time steps keep clock arithmetic exact.
 DELTAS = st.sampled_from([0.0, 0.125, 0.5, 1.0, 2.0, 4.0, 16.0])
 
