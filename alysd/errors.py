@@ -106,6 +106,20 @@ class MessageTooLarge(RemoteError):
     kind = "MessageTooLarge"
 
 
+class MailboxFull(RemoteError):
+    """The target's mailbox is at capacity and its backpressure policy refuses more
+    (``fail`` at once, ``block`` after the sender waited out its timeout)."""
+
+    kind = "MailboxFull"
+
+
+class PoisonMessage(RemoteError):
+    """The message crashed its receiver's handler ``max_retries`` times and was
+    quarantined in the dead-letter queue instead of being redelivered."""
+
+    kind = "PoisonMessage"
+
+
 class CommandError(RemoteError):
     """A control command failed (bad arguments, wrong state)."""
 
@@ -115,7 +129,7 @@ class CommandError(RemoteError):
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     cls.kind: cls
     for cls in (RemoteError, UnknownActor, HandlerError, ActorUnavailable, ActorExited,
-                RequestTimeout, MessageTooLarge, CommandError)
+                RequestTimeout, MessageTooLarge, MailboxFull, PoisonMessage, CommandError)
 }
 
 
