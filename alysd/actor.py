@@ -21,6 +21,17 @@ Every hook may be a plain function or an ``async def``. Guarantees:
   progress has finished. It does not run when the process is killed.
 * An exception in ``handle_message`` is logged with the actor and message id and
   becomes an error reply to the requester; the actor keeps running.
+* Messages come highest priority first, FIFO within a priority per sender.
+* Delivery is at-least-once: when an incarnation dies, what it held is
+  redelivered to the next one (``ctx.message.metadata.retry_count`` > 0), so a
+  message handled just before a crash may be handled again. A message that
+  kept crashing its handler (``max_retries`` times) is quarantined in the
+  dead-letter queue instead.
+
+An actor that defines ``handle_batch(messages, ctx)`` (sync or async) and has
+a ``[actors.NAME.batch]`` table receives one-way messages as lists of up to
+``max_batch``, gathered for at most ``max_wait``; requests still go to
+``handle_message``, one at a time, in their turn.
 """
 
 from __future__ import annotations

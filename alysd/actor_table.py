@@ -12,11 +12,25 @@ needed:
 * activity, written by the actor: the message it is handling (id, kind,
   sender, since when). The root reads it after the actor died, when nothing
   writes it any more, to say in the crash report what the actor was doing.
+* crashes, written by the root when an incarnation dies while handling a
+  message: that message's id and how many incarnations in a row died on it.
+  A sender about to redeliver that message reads it to quarantine a poison
+  message instead of feeding it to the next incarnation.
+* depth, written by the actor: how many messages wait in its mailbox. Senders
+  read it to apply the receiver's backpressure policy before they send, and
+  ``alysctl status`` shows it.
 
-Slot layout (little endian, 32 bytes)::
+Slot layout (little endian, 64 bytes)::
 
     0  u32 incarnation   4 u8 state   5 u8 exit reason   6 i16 exit code/signal
     8  u8 kind+1 (0 = idle)   9 u16 sender index   11 u64 message id   19 f64 since
+    32 u64 id of the message the last crash happened on   40 u32 crashes in a row on it
+    48 u32 mailbox depth
+
+Each field is written by one process with one aligned store (or a struct
+pack of a few bytes) and read without a lock: a reader may see a value one
+update old, never one torn across the fields it uses together, because the
+fields read together are written together by the same writer.
 """
 
 from __future__ import annotations
@@ -28,10 +42,14 @@ from dataclasses import dataclass
 
 from alysd.zmq_bus import CTL_IDENTITY
 
-SLOT = 32
+SLOT = 64
 _LIVENESS = struct.Struct("<IBBh")
+_STATE = struct.Struct("<IB")
 _ACTIVITY = struct.Struct("<BHQd")
 _IDLE = struct.Struct("<B")
+_CRASHES = struct.Struct("<QI")
+_DEPTH = struct.Struct("<I")
+_CRASHES_AT, _DEPTH_AT = 32, 48
 
 RUNNING, EXITED = 1, 2
 # Exit reasons as stored (index into this tuple); anything else is "other".
@@ -65,11 +83,21 @@ class ActorTable:
     def set_running(self, name: str, incarnation: int) -> None:
         _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, RUNNING, 0, 0)
         _ACTIVITY.pack_into(self._mem, self.index[name] * SLOT + 8, 0, 0, 0, 0.0)
+        _DEPTH.pack_into(self._mem, self.index[name] * SLOT + _DEPTH_AT, 0)
 
     def set_exited(self, name: str, incarnation: int, reason: str, detail: int | None) -> None:
         code = REASONS.index(reason) if reason in REASONS else 0
         _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, EXITED, code,
                             max(-32768, min(32767, detail or 0)))
+
+    def record_crash(self, name: str, message_id: int) -> int:
+        """Note that an incarnation of ``name`` died handling ``message_id``;
+        returns how many incarnations in a row have died on that message."""
+        at = self.index[name] * SLOT + _CRASHES_AT
+        last, count = _CRASHES.unpack_from(self._mem, at)
+        count = count + 1 if last == message_id else 1
+        _CRASHES.pack_into(self._mem, at, message_id, count)
+        return count
 
     def activity(self, name: str) -> Activity | None:
         """The message ``name`` was handling, or None when it was idle."""
@@ -90,6 +118,20 @@ class ActorTable:
         """(incarnation, state, exit reason, exit code or signal) of ``name``."""
         inc, state, reason, detail = _LIVENESS.unpack_from(self._mem, self.index[name] * SLOT)
         return inc, state, REASONS[reason] if reason < len(REASONS) else "other", detail
+
+    def state(self, slot: int) -> tuple[int, int]:
+        """(incarnation, state) of the actor in ``slot``: the hot path's liveness read."""
+        return _STATE.unpack_from(self._mem, slot * SLOT)
+
+    def crashes(self, slot: int) -> tuple[int, int]:
+        """(message id, crashes in a row on it) of the last crash while handling."""
+        return _CRASHES.unpack_from(self._mem, slot * SLOT + _CRASHES_AT)
+
+    def depth(self, slot: int) -> int:
+        return _DEPTH.unpack_from(self._mem, slot * SLOT + _DEPTH_AT)[0]
+
+    def set_depth(self, slot: int, depth: int) -> None:
+        _DEPTH.pack_into(self._mem, slot * SLOT + _DEPTH_AT, min(depth, 0xFFFFFFFF))
 
     def sender_index(self, sender: str) -> int:
         if sender == CTL_IDENTITY:

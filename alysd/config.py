@@ -16,6 +16,11 @@ Choices that are not obvious from the code:
   tree (names, references, root, cycles), then build the specs. A reference
   check is skipped when the key it depends on was already refused, so one
   mistake is reported once, not again as its consequences.
+* An actor with ``instances`` > 1 is a pool: the last step replaces it by its
+  members ``NAME.0`` .. ``NAME.<n-1>``, in its place in the start order. A
+  configured name cannot contain ``.``, so member names never clash with
+  configured ones; ``pool`` is set on members only and is not a TOML key.
+  Warnings are computed before that step, once per configured actor.
 * Children start in file order, but a supervisor's children come from two
   TOML tables, whose relative order ``tomllib`` loses. That order is recovered
   by scanning the raw text for ``[supervisors.NAME]`` / ``[actors.NAME]``
@@ -41,12 +46,16 @@ from typing import Any
 import msgspec
 
 from alysd.errors import ConfigError, ConfigIssue
+from alysd.runtime_dir import MAX_NAME
 from alysd.units import DURATION_FORM, SIZE_FORM, format_duration, parse_duration, parse_size
 
 MiB = 1 << 20
 
-NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+NAME_PATTERN = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_NAME - 1}}}")
 """Supervisor and actor names: they become socket file names and process titles."""
+
+MAX_INSTANCES = 256
+"""Most members a pool (an actor with ``instances`` > 1) may have."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -85,20 +94,56 @@ class Backpressure(enum.Enum):
     FAIL = "fail"
 
 
+class Delivery(enum.Enum):
+    """Which loss a mailbox risks when its actor crashes with a message in hand."""
+
+    AT_LEAST_ONCE = "at_least_once"  # handed again after a crash (up to max_retries)
+    AT_MOST_ONCE = "at_most_once"    # never handed twice; lost if the handler crashes
+
+
+class PoolRouting(enum.Enum):
+    """Which member of a pool a message to the pool's name goes to."""
+
+    ROUND_ROBIN = "round_robin"
+    LEAST_LOADED = "least_loaded"
+
+
 class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Runtime-wide settings; durations in seconds, sizes in bytes."""
+    """Runtime-wide settings; durations in seconds, sizes in bytes.
+
+    ``runtime_dir`` and ``state_dir`` None mean "resolved by the daemon".
+    ``delivery_timeout`` is how long a message waits for a receiver that is
+    not running before it is dead-lettered as timed out; at most
+    ``dead_letter_capacity`` dead letters are kept.
+    """
 
     runtime_dir: str | None = None
+    state_dir: str | None = None
     heartbeat_interval: float = 1.0
     start_timeout: float = 10.0
     shutdown_timeout: float = 5.0
     max_message_bytes: int = 16 * MiB
     log_level: str = "info"
+    dead_letter_capacity: int = 10000
+    delivery_timeout: float = 30.0
 
 
 class MailboxSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An actor's mailbox; ``max_retries`` is how many crashes of the handler
+    on the same message are tolerated before that message is quarantined."""
+
     capacity: int = 10000
     backpressure: Backpressure = Backpressure.BLOCK
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
+    max_retries: int = 3
+
+
+class BatchSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Batched handling: up to ``max_batch`` messages, waiting at most
+    ``max_wait`` seconds for the batch to fill."""
+
+    max_batch: int = 64
+    max_wait: float = 0.005
 
 
 class BackoffSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,7 +180,10 @@ class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """An actor; ``shutdown_timeout`` None means brutal_kill (no grace period).
 
-    ``config`` is the actor's free-form ``[actors.NAME.config]`` table.
+    ``config`` is the actor's free-form ``[actors.NAME.config]`` table;
+    ``batch`` is None when the actor has no ``[actors.NAME.batch]`` table.
+    ``pool`` is set by the loader only, on the members of a pool (which carry
+    the pool's ``instances`` and ``routing``); it is None otherwise.
     """
 
     name: str
@@ -150,6 +198,10 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     backoff: BackoffSpec = msgspec.field(default_factory=BackoffSpec)
     breaker: BreakerSpec = msgspec.field(default_factory=BreakerSpec)
     mailbox: MailboxSpec = msgspec.field(default_factory=MailboxSpec)
+    batch: BatchSpec | None = None
+    instances: int = 1
+    routing: PoolRouting = PoolRouting.ROUND_ROBIN
+    pool: str | None = None
     subscribe: tuple[str, ...] = ()
     config: dict[str, Any] = {}
 
@@ -162,6 +214,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     no cycles. ``supervisors`` and ``actors`` are in depth-first start order;
     ``start_order`` is the whole tree in that order as ("supervisor"|"actor",
     name) pairs, root first, which is what ``children`` reads.
+
+    A pool (an actor configured with ``instances`` > 1) is not in ``actors``:
+    its members ``NAME.0`` .. ``NAME.<n-1>`` are, in index order, where it
+    would have been (likewise in ``start_order``), each with ``pool`` = NAME.
+    ``pools`` maps each pool's name to its members' names in that order.
     """
 
     system: SystemSpec
@@ -171,6 +228,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     start_order: tuple[tuple[str, str], ...]
     source: str | None = None
     warnings: tuple[str, ...] = ()
+    pools: dict[str, tuple[str, ...]] = {}
 
     def children(self, supervisor: str) -> list[tuple[str, str]]:
         """Direct children of ``supervisor`` as (kind, name), in start order.
@@ -187,6 +245,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         if supervisor not in self.supervisors:
             raise KeyError(f"no supervisor named {supervisor!r}")
         return [name for name in self.actors if supervisor in self.path(name)]
+
+    def resolve_actor(self, name: str) -> list[str]:
+        """The actors a message to ``name`` may go to: a pool's members in
+        index order, or ``[name]`` for an actor (a pool member included).
+
+        Raises KeyError when ``name`` is neither (a supervisor included).
+        """
+        if name in self.pools:
+            return list(self.pools[name])
+        if name in self.actors:
+            return [name]
+        raise KeyError(f"no actor or pool named {name!r}")
 
     def path(self, name: str) -> list[str]:
         """Names from the root down to ``name`` (an actor or a supervisor), inclusive."""
@@ -246,11 +316,15 @@ def _enum(cls: type[enum.Enum]) -> Checker:
     return _choice((member.value for member in cls), cls)
 
 
-def _integer(minimum: int) -> Checker:
+def _integer(minimum: int, maximum: int | None = None) -> Checker:
+    what = (f"an integer >= {minimum}" if maximum is None
+            else f"an integer from {minimum} to {maximum}")
+
     def check(value: Any) -> int:
         # bool is an int in Python but not in TOML
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {_show(value)}")
+        if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+                or (maximum is not None and value > maximum)):
+            raise ValueError(f"expected {what}, got {_show(value)}")
         return value
     return check
 
@@ -319,11 +393,14 @@ Schema = dict[str, "Checker | Schema"]
 
 _SYSTEM: Schema = {
     "runtime_dir": _string("a directory path"),
+    "state_dir": _string("a directory path"),
     "heartbeat_interval": _duration,
     "start_timeout": _duration,
     "shutdown_timeout": _duration,
     "max_message_bytes": _size,
     "log_level": _choice(LOG_LEVELS),
+    "dead_letter_capacity": _integer(1),
+    "delivery_timeout": _duration,
 }
 _SUPERVISOR: Schema = {
     "parent": _string("a supervisor name"),
@@ -343,6 +420,16 @@ _BREAKER: Schema = {
     "recovery_timeout": _duration,
     "success_threshold": _integer(1),
 }
+_MAILBOX: Schema = {
+    "capacity": _integer(1),
+    "backpressure": _enum(Backpressure),
+    "delivery": _enum(Delivery),
+    "max_retries": _integer(0),
+}
+_BATCH: Schema = {
+    "max_batch": _integer(1),
+    "max_wait": _duration,
+}
 _ACTOR: Schema = {
     "supervisor": _string("a supervisor name"),
     "class": _class_path,
@@ -354,7 +441,10 @@ _ACTOR: Schema = {
     "shutdown_timeout": _shutdown_timeout,
     **_BACKOFF,
     **_BREAKER,
-    "mailbox": {"capacity": _integer(1), "backpressure": _enum(Backpressure)},
+    "mailbox": _MAILBOX,
+    "batch": _BATCH,
+    "instances": _integer(1, MAX_INSTANCES),
+    "routing": _enum(PoolRouting),
     "subscribe": _event_types,
     "config": _table,
 }
@@ -416,18 +506,34 @@ def _read_entries(data: dict, section: str, schema: Schema,
         path = _key(section, name)
         if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
             issues.append(ConfigIssue(path, f"invalid name {_show(name)}: expected a lowercase "
-                                      "letter followed by at most 47 lowercase letters, "
-                                      "digits, '_' or '-'"))
+                                      f"letter followed by at most {MAX_NAME - 1} lowercase "
+                                      "letters, digits, '_' or '-'"))
         entries[name] = _read(entry, schema, path, issues)
     return entries
 
 
-def _check_actor(name: str, values: dict, issues: list[ConfigIssue]) -> None:
-    """Actor checks beyond single keys: required keys, max_delay >= initial_delay."""
+def _member_name(pool: str, index: int) -> str:
+    return f"{pool}.{index}"
+
+
+def _check_actor(name: Any, values: dict, issues: list[ConfigIssue]) -> None:
+    """Actor checks beyond single keys: required keys, pool member names that
+    fit in MAX_NAME, max_delay >= initial_delay."""
     path = _key("actors", name)
     for key in _ACTOR_REQUIRED:
         if key not in values:
             issues.append(ConfigIssue(f"{path}.{key}", "required key missing"))
+    instances = values.get("instances", 1)
+    # An invalid name is reported already; a member name is only checked on a valid one.
+    if (instances is not _REFUSED and instances > 1 and isinstance(name, str)
+            and NAME_PATTERN.fullmatch(name)):
+        last = _member_name(name, instances - 1)
+        if len(last) > MAX_NAME:
+            room = MAX_NAME - len(name) - 1  # digits left after "NAME."
+            fits = 1 if room < 1 else min(MAX_INSTANCES, 10 ** room)
+            issues.append(ConfigIssue(f"{path}.instances", f"expected at most {fits} for this "
+                                      f"name: member names must fit in {MAX_NAME} characters, "
+                                      f"{last!r} has {len(last)}; got {instances}"))
     initial = values.get("initial_delay", _DEFAULT_BACKOFF.initial_delay)
     maximum = values.get("max_delay", _DEFAULT_BACKOFF.max_delay)
     if _REFUSED in (initial, maximum) or maximum >= initial:
@@ -505,6 +611,7 @@ def _actor_spec(name: str, values: dict, system: SystemSpec) -> ActorSpec:
     def take(schema: Schema) -> dict:
         return {key: values.pop(key) for key in schema if key in values}
 
+    batch = values.pop("batch", None)
     return ActorSpec(
         name=name,
         supervisor=values.pop("supervisor"),
@@ -512,9 +619,11 @@ def _actor_spec(name: str, values: dict, system: SystemSpec) -> ActorSpec:
         backoff=BackoffSpec(**take(_BACKOFF)),
         breaker=BreakerSpec(**take(_BREAKER)),
         mailbox=MailboxSpec(**values.pop("mailbox", {})),
+        batch=None if batch is None else BatchSpec(**batch),
         start_timeout=values.pop("start_timeout", system.start_timeout),
         shutdown_timeout=values.pop("shutdown_timeout", system.shutdown_timeout),
-        **values,  # strategy, restart, memory_limit, cpu_limit, subscribe, config
+        **values,  # strategy, restart, memory_limit, cpu_limit, instances, routing,
+                   # subscribe, config
     )
 
 
@@ -524,7 +633,8 @@ _POLICY_KEYS = {ChildPolicy.EXPONENTIAL_BACKOFF: _BACKOFF, ChildPolicy.CIRCUIT_B
 
 def _actor_warnings(actor: ActorSpec, given: Iterable[str],
                     supervisor: SupervisorSpec) -> list[str]:
-    """Non-fatal findings: ignored policy keys, an unreachable intensity window."""
+    """Non-fatal findings: ignored policy keys, routing without a pool, an
+    unreachable intensity window."""
     where = _key("actors", actor.name)
     found = []
     for policy, schema in _POLICY_KEYS.items():
@@ -532,6 +642,8 @@ def _actor_warnings(actor: ActorSpec, given: Iterable[str],
         if unused and actor.strategy is not policy:
             found.append(f"{where}: {', '.join(unused)} ignored: only used with strategy = "
                          f'"{policy.value}", not "{actor.strategy.value}"')
+    if "routing" in given and actor.instances == 1:
+        found.append(f"{where}: routing ignored: only used with instances > 1, not 1")
     span = actor.backoff.max_delay * supervisor.max_retries
     if actor.strategy is ChildPolicy.EXPONENTIAL_BACKOFF and span > supervisor.within_time:
         found.append(f"{where}: restart intensity window unreachable with this backoff: "
@@ -579,6 +691,24 @@ def _start_order(supervisors: dict[str, SupervisorSpec], actors: dict[str, Actor
     return order
 
 
+def _expand_pools(order: list[tuple[str, str]], actors: dict[str, ActorSpec]
+                  ) -> tuple[list[tuple[str, str]], dict[str, tuple[str, ...]]]:
+    """Replace each pool in ``order`` by its members, in index order, and add the
+    members to ``actors`` (pools stay there); returns (order, pool -> members)."""
+    expanded, pools = [], {}
+    for kind, name in order:
+        spec = actors[name] if kind == "actor" else None
+        if spec is None or spec.instances == 1:
+            expanded.append((kind, name))
+            continue
+        members = tuple(_member_name(name, index) for index in range(spec.instances))
+        for member in members:
+            actors[member] = msgspec.structs.replace(spec, name=member, pool=name)
+            expanded.append(("actor", member))
+        pools[name] = members
+    return expanded, pools
+
+
 def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int]) -> Config:
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue("", f"expected a table, got {_show(data)}")], source)
@@ -607,6 +737,7 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
     warnings = [warning for name, actor in actors.items()
                 for warning in _actor_warnings(actor, actor_values[name],
                                                supervisors[actor.supervisor])]
+    order, pools = _expand_pools(order, actors)
     return Config(
         system=system,
         supervisors={name: supervisors[name] for kind, name in order if kind == "supervisor"},
@@ -615,6 +746,7 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
         start_order=tuple(order),
         source=source,
         warnings=tuple(warnings),
+        pools=pools,
     )
 
 
@@ -686,12 +818,15 @@ def import_actor_class(class_path: str) -> type:
 
 
 def check_imports(config: Config) -> list[ConfigIssue]:
-    """One issue per actor whose class cannot be imported, at ``actors.NAME.class``."""
+    """One issue per configured actor whose class cannot be imported, at
+    ``actors.NAME.class`` (once per pool, under the pool's name)."""
     issues = []
-    for name, actor in config.actors.items():
+    # Members share their pool's class: import it once, report it under the pool's name.
+    configured = {actor.pool or name: actor.class_path for name, actor in config.actors.items()}
+    for name, class_path in configured.items():
         try:
-            import_actor_class(actor.class_path)
+            import_actor_class(class_path)
         except Exception as e:  # importing runs arbitrary module code
             issues.append(ConfigIssue(_key("actors", name, "class"),
-                                      f"cannot load {actor.class_path}: {type(e).__name__}: {e}"))
+                                      f"cannot load {class_path}: {type(e).__name__}: {e}"))
     return issues

@@ -53,6 +53,18 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "start the actor; answers once it is ready"),
     Command("send", True, "args {name, payload, timeout} -> the actor's reply to a request"),
     Command("version", False, "args {} -> versions of alysd and its libraries, daemon pid"),
+    Command("dead_letters", False, "args {limit: int|None} -> {letters: [dead_letters.describe() "
+            "of each, newest first], count, evicted, by_reason: {reason: total ever put}}"),
+    Command("dead_letters_replay", True, "args {id} -> {id, target, message_id: the id it was "
+            "re-sent as}; CommandError when there is no such dead letter, UnknownActor when "
+            "its target is gone"),
+    Command("dead_letters_purge", True, "args {} -> {purged: how many dead letters were removed}"),
+    Command("filter_add", True, "args {sender, receiver, message_type: str|None (None matches "
+            "any), action: drop|delay|duplicate, rate: 0<rate<=1, delay: seconds|None "
+            "(required for delay)} -> {id}"),
+    Command("filter_list", False, "args {} -> {filters: [{id, sender, receiver, message_type, "
+            "action, rate, delay, matched}]}"),
+    Command("filter_remove", True, "args {id: int|None, all: bool} -> {removed: how many}"),
 )}
 
 request_encoder = msgspec.msgpack.Encoder()

@@ -7,10 +7,12 @@ Human output is a table; ``--json`` prints what scripts should parse.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -21,13 +23,15 @@ from alysd import zmq_bus
 from alysd.control import CtlRequest, reply_decoder, request_encoder
 from alysd.errors import AlysdError, NoDaemon, RemoteError
 from alysd.runtime_dir import RuntimeDir, default_runtime_dir
-from alysd.units import format_duration, format_size
+from alysd.units import format_duration, format_size, parse_duration
 from alysd.versions import version_info
 
 EXIT_FAILED = 1
 EXIT_NO_DAEMON = 3
 QUERY_TIMEOUT = 10.0
 CHANGE_TIMEOUT = 300.0   # the daemon enforces the real deadline of start/stop/restart
+DEAD_LETTER_LIMIT = 50
+PAYLOAD_WIDTH = 60
 
 
 class ControlClient:
@@ -138,9 +142,14 @@ def format_status(rows: list[dict]) -> str:
             r["health"] + (f" ({r['health_reason']})" if r.get("health_reason") else ""),
             _describe_exit(last),
         ))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return _table(table)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as aligned columns, two spaces apart, no trailing blanks."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                     for row in table)
+                     for row in rows)
 
 
 def _describe_exit(last: dict | None) -> str:
@@ -262,6 +271,191 @@ def version(obj: dict, as_json: bool) -> None:
             click.echo(f"{who}: not running")
             continue
         click.echo(f"{who}: " + ", ".join(f"{k} {v}" for k, v in data.items() if v is not None))
+
+
+# --- dead letters -------------------------------------------------------------------------
+
+@main.group("dead-letters", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help=f"Show the newest N dead letters (default {DEAD_LETTER_LIMIT}).")
+@click.pass_context
+def dead_letters(ctx: click.Context, as_json: bool, limit: int | None) -> None:
+    """List the dead letters, newest first; or replay or purge them."""
+    if ctx.invoked_subcommand is not None:
+        if as_json or limit is not None:
+            raise click.UsageError(f"--json and --limit apply to the listing, not to "
+                                   f"{ctx.invoked_subcommand!r}")
+        return
+    result = _run(ctx.obj, "dead_letters", {"limit": limit or DEAD_LETTER_LIMIT})
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(format_dead_letters(result))
+
+
+@dead_letters.command()
+@click.argument("letter_id", metavar="ID", type=click.IntRange(min=1))
+@click.pass_obj
+def replay(obj: dict, letter_id: int) -> None:
+    """Send dead letter ID to its target again, as a new message."""
+    result = _run(obj, "dead_letters_replay", {"id": letter_id})
+    click.echo(f"re-sent dead letter {result['id']} to {_cell(result['target'])} "
+               f"as message {result['message_id']}")
+
+
+@dead_letters.command()
+@click.pass_obj
+def purge(obj: dict) -> None:
+    """Delete every dead letter."""
+    result = _run(obj, "dead_letters_purge")
+    click.echo(f"purged {_plural(result['purged'], 'dead letter')}")
+
+
+def format_dead_letters(result: dict) -> str:
+    """The human dead-letter table and its footer line."""
+    letters, count, evicted = result["letters"], result["count"], result["evicted"]
+    if not letters:
+        return "no dead letters" + (f" ({evicted} evicted)" if evicted else "")
+    table = [("ID", "TIME", "REASON", "SENDER", "TARGET", "MSG ID", "PAYLOAD", "DETAIL")]
+    for letter in letters:
+        table.append((
+            str(letter["id"]), format_time(letter["time"]), _cell(letter["reason"]),
+            _cell(letter["sender"]), _cell(letter["target"]), str(letter["message_id"]),
+            format_payload(letter), _cell(letter["detail"]) if letter["detail"] else "-",
+        ))
+    footer = f"{_plural(count, 'dead letter')} ({evicted} evicted)"
+    if len(letters) < count:
+        footer += f", the newest {len(letters)} shown"
+    return _table(table) + "\n" + footer
+
+
+def format_time(at: float | None) -> str:
+    """A wall-clock time as local ISO 8601 to the second ("-" when unknown)."""
+    if not at:
+        return "-"
+    return datetime.datetime.fromtimestamp(at).isoformat(timespec="seconds")
+
+
+def format_payload(letter: dict, width: int = PAYLOAD_WIDTH) -> str:
+    """A described letter's payload as compact JSON, cut to ``width`` characters."""
+    if letter.get("payload_error"):
+        text = "(undecodable)"
+    else:
+        text = _cell(msgspec.json.encode(letter["payload"]).decode())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _cell(text: str) -> str:
+    """``text`` with control characters escaped: names and payloads come from the
+    wire and must not steer the operator's terminal or break the table."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# --- message filters ----------------------------------------------------------------------
+
+class Duration(click.ParamType):
+    """A duration as the config spells it ("100ms", "2s"), in seconds; > 0."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"must be longer than 0s, got {value!r}", param, ctx)
+        return seconds
+
+
+@main.group("filter")
+def filter_group() -> None:
+    """Drop, delay or duplicate matching messages (fault injection).
+
+    A filter matches by sender, receiver and message type; an unset one matches
+    anything, and a trailing * matches a prefix.
+    """
+
+
+@filter_group.command("add")
+@click.option("--from", "sender", metavar="NAME", help="Only messages from this actor.")
+@click.option("--to", "receiver", metavar="NAME", help="Only messages to this actor.")
+@click.option("--type", "message_type", metavar="T",
+              help="Only messages of this type: an event type, or the payload's type tag.")
+@click.option("--drop", is_flag=True,
+              help="Drop matching messages (they are dead-lettered as filtered).")
+@click.option("--delay", type=Duration(), metavar="DURATION",
+              help='Deliver matching messages this much later, e.g. "100ms".')
+@click.option("--duplicate", is_flag=True, help="Deliver matching messages twice.")
+@click.option("--rate", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+              show_default=True, help="The fraction of matching messages affected.")
+@click.pass_obj
+def filter_add(obj: dict, sender: str | None, receiver: str | None, message_type: str | None,
+               drop: bool, delay: float | None, duplicate: bool, rate: float) -> None:
+    """Install a filter: exactly one of --drop, --delay DURATION, --duplicate."""
+    actions = [name for name, chosen in (("drop", drop), ("delay", delay is not None),
+                                         ("duplicate", duplicate)) if chosen]
+    if len(actions) != 1:
+        given = f" (got {' and '.join('--' + a for a in actions)})" if actions else ""
+        raise click.UsageError(
+            f"give exactly one action: --drop, --delay DURATION or --duplicate{given}")
+    result = _run(obj, "filter_add", {
+        "sender": sender, "receiver": receiver, "message_type": message_type,
+        "action": actions[0], "rate": rate, "delay": delay})
+    click.echo(f"added filter {result['id']}")
+
+
+@filter_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.pass_obj
+def filter_list(obj: dict, as_json: bool) -> None:
+    """Show the installed filters and how many messages each matched."""
+    result = _run(obj, "filter_list")
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(format_filters(result))
+
+
+@filter_group.command("remove")
+@click.argument("filter_id", metavar="ID", type=click.IntRange(min=1), required=False)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every filter.")
+@click.pass_obj
+def filter_remove(obj: dict, filter_id: int | None, remove_all: bool) -> None:
+    """Remove filter ID, or every filter with --all."""
+    if (filter_id is not None) == remove_all:
+        raise click.UsageError("give a filter ID or --all (not both)")
+    result = _run(obj, "filter_remove", {"id": filter_id, "all": remove_all})
+    if filter_id is not None and not result["removed"]:
+        click.echo(f"alysctl: filter remove: no filter {filter_id}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"removed {_plural(result['removed'], 'filter')}")
+
+
+def format_filters(result: dict) -> str:
+    """The human filter table ("no filters" when there is none)."""
+    filters = result["filters"]
+    if not filters:
+        return "no filters"
+    table = [("ID", "FROM", "TO", "TYPE", "ACTION", "RATE", "MATCHED")]
+    for f in filters:
+        action = f["action"]
+        if f.get("delay") is not None:
+            action += " " + format_duration(f["delay"])
+        table.append((str(f["id"]), _cell(f["sender"] or "*"), _cell(f["receiver"] or "*"),
+                      _cell(f["message_type"] or "*"), action, f"{f['rate']:g}",
+                      str(f["matched"])))
+    return _table(table)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from alysd.config import load_config
 from alysd.errors import ConfigError, RuntimeDirError
 from alysd.process import set_title
 from alysd.runtime_dir import ENV_VAR, RuntimeDir, default_runtime_dir
+from alysd.state_dir import ENV_VAR as STATE_ENV_VAR
+from alysd.state_dir import StateDirError, default_state_dir
 from alysd.supervisor import ExitStatus, Supervisor
 from alysd.versions import version_info
 
@@ -47,11 +49,16 @@ def _print_version(ctx: click.Context, param, value: bool) -> None:
 @click.option("--runtime-dir", type=click.Path(file_okay=False), default=None,
               help=f"Directory for sockets (default: ${ENV_VAR}, [system] runtime_dir, "
                    "/run/alysd as root, else $XDG_RUNTIME_DIR/alysd).")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help=f"Directory for durable state such as the dead-letter queue (default: "
+                   f"${STATE_ENV_VAR}, [system] state_dir, $STATE_DIRECTORY under systemd, "
+                   "/var/lib/alysd as root, else $XDG_STATE_HOME/alysd).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="Overrides [system] log_level.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_version, help="Print versions and exit.")
-def main(config_path: str | None, dev: bool, runtime_dir: str | None, log_level: str | None) -> None:
+def main(config_path: str | None, dev: bool, runtime_dir: str | None, state_dir: str | None,
+         log_level: str | None) -> None:
     """Run the alysd supervision tree in the foreground."""
     if dev == (config_path is not None):
         raise click.UsageError("give exactly one of --config PATH or --dev")
@@ -70,10 +77,12 @@ def main(config_path: str | None, dev: bool, runtime_dir: str | None, log_level:
         logging.getLogger("alysd").warning("config: %s", warning)
     rundir = RuntimeDir(runtime_dir or os.environ.get(ENV_VAR) or config.system.runtime_dir
                         or default_runtime_dir())
+    state_dir = (state_dir or os.environ.get(STATE_ENV_VAR) or config.system.state_dir
+                 or default_state_dir())
     set_title(f"alysd: root {rundir.path}")
     try:
-        status = Supervisor(config, rundir).run()
-    except RuntimeDirError as exc:
+        status = Supervisor(config, rundir, state_dir).run()
+    except (RuntimeDirError, StateDirError) as exc:
         click.echo(f"alysd: {exc}", err=True)
         sys.exit(ExitStatus.GAVE_UP)
     sys.exit(status)

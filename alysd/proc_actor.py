@@ -6,24 +6,35 @@ the actor's inbox, connects the system channel to the root, then:
 
 1. sends ``Hello`` and, when the start is ordered, waits for ``Go``;
 2. runs ``started(ctx)`` and sends ``Ready``;
-3. serves the inbox until SIGTERM/SIGINT: messages are drained from the socket
-   into the mailbox in batches and handled one at a time, in order;
+3. serves the inbox until SIGTERM/SIGINT: messages are taken off the socket
+   into the mailbox (a stable priority queue with the actor's capacity and
+   backpressure policy) and handled one at a time, highest priority first;
 4. runs ``stopped(ctx)``, closes its sockets with a bounded linger so replies
    already queued still leave, and returns the exit code.
 
+Delivery, receiving half (the sending half is ``alysd.courier``): every one-way
+message taken off the socket is acknowledged to its sender once it was handled
+or dead-lettered (receipts are batched: sent when the mailbox empties, every
+``ACK_EVERY`` messages, or ``ACK_DELAY`` after the first unsent one); a
+request is acknowledged by its reply. What this process dead-letters (refused
+by backpressure, filtered, expired, malformed) it writes to the dead-letter
+queue itself.
+
 A stop signal sets a flag; only while the loop idles in a blocking receive
 does the handler also break that receive (by raising), so a message is never
-abandoned half-handled. A blocking ``ctx.request`` in a sync handler
-does not serve the inbox while it waits, so two actors that request each other
-from their handlers wait out the timeout (use ``send``, or ``async`` handlers
-and replies by message, for cycles).
+abandoned half-handled. SIGUSR1 (system mail from the root) breaks an idle
+receive the same way. A blocking ``ctx.request`` in a sync handler does not
+serve the inbox while it waits, so two actors that request each other from
+their handlers wait out the timeout (use ``send``, or ``async`` handlers and
+replies by message, for cycles).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import heapq
 import inspect
+import itertools
 import logging
 import os
 import signal
@@ -36,31 +47,41 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from alysd import zmq_bus
+from alysd import filters, zmq_bus
 from alysd.actor import Actor, Health
-from alysd.actor_table import EXITED, RUNNING, ActorTable
-from alysd.errors import (ActorExited, ActorUnavailable, HandlerError, MessageTooLarge,
-                          ProtocolError, RequestTimeout, UnknownActor)
+from alysd.actor_table import ActorTable
+from alysd.config import Backpressure, Delivery
+from alysd.courier import SEND_TIMEOUT, TEND_INTERVAL, Courier
+from alysd.dead_letter_sink import DeadLetterSink
+from alysd.dead_letters import Reason
+from alysd.errors import MailboxFull, MessageTooLarge, HandlerError, ProtocolError, RemoteError
 from alysd.exits import ExitCode
-from alysd.protocol import ActorBoot, Directory, Go, Heartbeat, Hello, Ready
+from alysd.mailbox import Admission, Mailbox
+from alysd.protocol import (SYSTEM_MAIL, ActorBoot, Directory, Filters, FilterRule, Go, Heartbeat,
+                            Hello, Ready, Subscribe, Subscribers)
 from alysd.system_channel import ActorLink
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority, RoutingKind
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
-WATCH_SLICE_MS = 20         # a waiting requester notices its target's death this fast
-SEND_TIMEOUT_MS = 5000      # how long a send may wait for room before it fails
 DRAIN_BATCH = 256           # messages moved from the socket to the mailbox per pass
+ACK_EVERY = 64              # receipts owed to a sender are sent at least this often...
+ACK_DELAY = 0.005           # ...and at most this long after the oldest one was earned
 _get, _set = zmq_bus.sockopt_get, zmq_bus.sockopt_set
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+_TELL, _ASK, _EVENT, _BATCH = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT), int(Kind.BATCH)
+_ONE_WAY = frozenset((_TELL, _EVENT, _BATCH))
+_CTL = zmq_bus.CTL_IDENTITY.encode()
 
 
 class Context:
     """What a handler sees of the runtime: its identity, its config, the bus.
 
-    ``send`` and ``request`` raise ``UnknownActor`` at once for a name that is
-    not configured, and ``MessageTooLarge`` for an oversized message.
+    ``send``, ``send_batch`` and ``request`` raise ``UnknownActor`` at once for a
+    name that is neither a configured actor nor a pool (and dead-letter the
+    message), ``MessageTooLarge`` for an oversized message, and ``MailboxFull``
+    when the receiver's backpressure policy refuses it.
     """
 
     def __init__(self, process: "ActorProcess"):
@@ -76,9 +97,19 @@ class Context:
         """The envelope being handled (ids, sender, metadata), or None."""
         return self._p.current
 
-    def send(self, to: str, message: Any, *, priority: Priority = Priority.NORMAL) -> None:
-        """Fire-and-forget ``message`` to actor ``to``."""
-        self._p.send(to, Kind.TELL, message, priority=priority)
+    def send(self, to: str, message: Any, *, priority: Priority = Priority.NORMAL,
+             timeout: float = SEND_TIMEOUT) -> None:
+        """Fire-and-forget ``message`` to actor (or pool) ``to``. ``timeout`` bounds
+        how long a ``block`` receiver that is full makes this call wait."""
+        self._p.courier.tell(to, _TELL, message, priority=priority, timeout=timeout)
+
+    def send_batch(self, to: str, messages: list, *, priority: Priority = Priority.NORMAL,
+                   timeout: float = SEND_TIMEOUT) -> None:
+        """Send several one-way messages in one frame. The receiver's
+        ``handle_batch`` gets them together; a plain ``handle_message`` gets
+        them one by one, in order. Delivered, acknowledged and dead-lettered as
+        one unit."""
+        self._p.courier.tell(to, _BATCH, list(messages), priority=priority, timeout=timeout)
 
     def request(self, to: str, message: Any, *, timeout: float = DEFAULT_REQUEST_TIMEOUT,
                 priority: Priority = Priority.NORMAL) -> Any:
@@ -87,15 +118,24 @@ class Context:
         Blocks in a sync handler; in an ``async`` handler returns an awaitable.
         Raises ``RequestTimeout`` when no reply comes within ``timeout`` seconds,
         and the typed remote error (``HandlerError``, ...) when the receiver
-        answered with one.
+        answered with one. When the receiver dies holding the request it is
+        redelivered to the next incarnation within the same timeout, or, after
+        ``max_retries`` crashes on it, quarantined with ``PoisonMessage``.
         """
+        courier = self._p.courier
         if asyncio._get_running_loop() is not None:
-            return self._p.request_async(to, message, timeout=timeout, priority=priority)
-        return self._p.request(to, message, timeout=timeout, priority=priority)
+            return courier.request_async(to, message, timeout=timeout, priority=priority)
+        return courier.request(to, message, timeout=timeout, priority=priority)
 
     def publish(self, event_type: str, message: Any) -> int:
-        """Send ``message`` to every actor subscribed to ``event_type``; returns how many."""
-        return self._p.publish(event_type, message)
+        """Send ``message`` to every subscriber of ``event_type`` (one member of a
+        subscribed pool); returns how many."""
+        return self._p.courier.publish(event_type, message)
+
+    def subscribe(self, event_type: str) -> None:
+        """Receive ``event_type`` broadcasts from now on, for this incarnation's
+        life (subscribe again in ``started`` to keep it across restarts)."""
+        self._p.system.send(Subscribe(event_type))
 
 
 @dataclass
@@ -119,8 +159,8 @@ def open_endpoints(runtime_dir: str, inbox_path: str, *, max_message_bytes: int,
     return Endpoints(zctx, inbox, ActorLink(RuntimeDir(runtime_dir).system))
 
 
-class _StopRequested(Exception):
-    """Raised by the stop-signal handler to break out of an idle blocking receive."""
+class _Interrupted(Exception):
+    """Raised by a signal handler to break out of an idle blocking receive."""
 
 
 class ActorProcess:
@@ -128,32 +168,45 @@ class ActorProcess:
 
     def __init__(self, boot: ActorBoot, directory: Directory, table: ActorTable,
                  actor_cls: type[Actor]):
+        spec = boot.spec
         self.boot = boot
-        self.name = boot.spec.name
+        self.name = spec.name
         self.table = table
         self.slot = table.index[self.name]
         self.rundir = RuntimeDir(boot.runtime_dir)
         self.max_bytes = boot.max_message_bytes
-        self.peers = directory.peers
-        self.subscribers = directory.subscribers
-        self.ids = zmq_bus.MessageIds()
+        self.directory = directory
         self.log = logging.getLogger(f"alysd.actor.{self.name}")
         self.actor = actor_cls()
         self.ctx = Context(self)
         self.current: Envelope | None = None
-        self.mailbox: collections.deque[tuple[bytes, Envelope]] = collections.deque()
+        self.mailbox = Mailbox(spec.mailbox.capacity, spec.mailbox.backpressure)
+        self.blocking = spec.mailbox.backpressure is Backpressure.BLOCK
+        self.acking = spec.mailbox.delivery is Delivery.AT_LEAST_ONCE
+        self.sink = DeadLetterSink(boot.dead_letters, boot.dead_letter_capacity, self.log)
         self.handled = 0
         self.errors = 0
+        self.rules: tuple[FilterRule, ...] = ()
+        self._delayed: list = []             # heap of (due, seq, entry) held by a delay filter
+        self._seq = itertools.count()
+        self._receipts: dict[bytes, list[int]] = {}
+        self._receipts_owed = 0
+        self._receipts_due = 0.0
         self._stopping = False
+        self._system_mail = False
         self._idle = False
         self._next_beat = 0.0
+        self._rcvtimeo = -1
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._dealers: dict[str, zmq.Socket] = {}
         self._async_handler = inspect.iscoroutinefunction(self.actor.handle_message)
+        batch_handler = getattr(self.actor, "handle_batch", None)
+        self.batch = spec.batch if batch_handler is not None else None
         if actor_cls.message_type is Any:
             self._payload_decoder = msgspec.msgpack.Decoder()
+            self._batch_decoder = msgspec.msgpack.Decoder(list)
         else:
             self._payload_decoder = msgspec.msgpack.Decoder(actor_cls.message_type)
+            self._batch_decoder = msgspec.msgpack.Decoder(list[actor_cls.message_type])
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -161,6 +214,7 @@ class ActorProcess:
         """Serve until told to stop; returns the process exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop_signal)
+        signal.signal(SYSTEM_MAIL, self._on_system_mail)
         try:
             endpoints = endpoints or open_endpoints(
                 self.boot.runtime_dir, self.rundir.inbox(self.name),
@@ -169,6 +223,10 @@ class ActorProcess:
             self.log.critical("cannot open its sockets:\n%s", traceback.format_exc().rstrip())
             return ExitCode.CRASH
         self.zctx, self.inbox, self.system = endpoints.zctx, endpoints.inbox, endpoints.system
+        self.courier = Courier(self.name, self.zctx, self.rundir, self.directory, self.table,
+                               max_bytes=self.max_bytes, sink=self.sink,
+                               delivery_timeout=self.boot.delivery_timeout,
+                               on_wait=self._heartbeat_if_due)
         try:
             self.system.send(Hello(self.boot.incarnation, os.getpid()))
             if self.boot.wait_for_go and not self._await_go():
@@ -185,19 +243,39 @@ class ActorProcess:
                 self._call(self.actor.stopped, self.ctx)
             except Exception:
                 self.log.error("stopped() failed:\n%s", traceback.format_exc().rstrip())
+            self._settle()
             return ExitCode.OK
         finally:
+            self.sink.close()
             self.system.close()
             self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
             if self._loop is not None:
                 self._loop.close()
+
+    def _settle(self) -> None:
+        """On an orderly stop: owe no receipt, and leave nothing undelivered here
+        without a dead letter (what the mailbox still holds is redelivered by its
+        senders to the next incarnation; what this actor sent and was not
+        acknowledged gets a last chance)."""
+        self._send_receipts()
+        if self.courier.busy:
+            deadline = time.monotonic() + TEND_INTERVAL * 5
+            while self.courier.busy and time.monotonic() < deadline:
+                self.courier.tend()
+                time.sleep(TEND_INTERVAL / 4)
 
     def _on_stop_signal(self, signum, frame) -> None:
         self._stopping = True
         # Only an idle wait is interrupted; a handler in progress runs to completion.
         if self._idle:
             self._idle = False
-            raise _StopRequested
+            raise _Interrupted
+
+    def _on_system_mail(self, signum, frame) -> None:
+        self._system_mail = True
+        if self._idle:
+            self._idle = False
+            raise _Interrupted
 
     def _await_go(self) -> bool:
         """Wait for the root's Go (an ordered start); False if told to stop first."""
@@ -209,25 +287,53 @@ class ActorProcess:
                 continue
             if isinstance(msg, Go):
                 return True
+            if msg is not None:
+                self._apply_system(msg)
         return False
 
     def _idle_receive(self, receive):
-        """Run a blocking ``receive()``; None on its timeout or on a stop signal.
+        """Run a blocking ``receive()``; None on its timeout or on a signal.
 
         A blocking receive is ~30 us faster per message than poll-then-receive,
-        which is why the loop has no poller: a stop signal breaks the wait by
-        raising from its handler, and only while ``_idle`` is set.
+        which is why the loop has no poller: a stop signal or system mail breaks
+        the wait by raising from its handler, and only while ``_idle`` is set.
         """
         got = None
         self._idle = True
         try:
-            if not self._stopping:
+            if not self._stopping and not self._system_mail:
                 got = receive()
             # Cleared inside the try: a signal landing right here is still caught.
             self._idle = False
-        except (zmq.Again, _StopRequested):
+        except (zmq.Again, _Interrupted):
             self._idle = False
         return got
+
+    # --- system mail ---------------------------------------------------------------
+
+    def _read_system_mail(self) -> None:
+        self._system_mail = False
+        while True:
+            try:
+                msg = self.system.receive(0.0)
+            except ProtocolError as exc:
+                self.log.warning("ignored a malformed system message: %s", exc)
+                continue
+            except (BlockingIOError, ConnectionError):
+                return
+            if msg is None:
+                return
+            self._apply_system(msg)
+
+    def _apply_system(self, msg) -> None:
+        if isinstance(msg, Filters):
+            self.rules = tuple(msg.rules)
+        elif isinstance(msg, Subscribers):
+            merged = {event: list(names) for event, names in self.directory.subscribers.items()}
+            for event, names in msg.table.items():
+                merged.setdefault(event, [])
+                merged[event] += [n for n in names if n not in merged[event]]
+            self.courier.subscribers = {event: tuple(names) for event, names in merged.items()}
 
     # --- the receive loop ----------------------------------------------------
 
@@ -236,31 +342,83 @@ class ActorProcess:
         self._next_beat = time.monotonic() + self.boot.heartbeat_interval
         mailbox = self.mailbox
         inbox = self.inbox
+        courier = self.courier
         while not self._stopping:
+            if self._system_mail:
+                self._read_system_mail()
             self._heartbeat_if_due()
-            # Up to one heartbeat interval (the inbox's receive timeout).
+            if courier.busy:
+                courier.tend()
+            if self._delayed:
+                self._release_delayed()
+            if mailbox:
+                self._handle_mailbox()
+                continue
+            self._idle_duties()
             ident = self._idle_receive(inbox.recv)
             if ident is None:
                 continue
             self._accept(ident)
-            # Move whatever else is already queued into the mailbox, so that its
-            # depth is real. One ZMQ_EVENTS query tells a lone request (the
-            # common case) from a burst; only a burst pays for the exception
-            # that ends a run of non-blocking receives (~6 us).
-            if _get(inbox, zmq_bus.EVENTS) & zmq_bus.POLLIN:
-                for _ in range(DRAIN_BATCH):
-                    try:
-                        ident = inbox.recv(_NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._accept(ident)
-            while mailbox and not self._stopping:
-                ident, env = mailbox.popleft()
-                self._handle(ident, env)
+            self._take_burst()
+            self._handle_mailbox()
+
+    def _idle_duties(self) -> None:
+        """Before blocking: pay what is owed and set how long the block may last."""
+        if self._receipts_owed:
+            self._send_receipts()
+        self.sink.flush()
+        self.table.set_depth(self.slot, 0)
+        wait = self._next_beat - time.monotonic()
+        if self.courier.busy:
+            wait = min(wait, TEND_INTERVAL)
+        if self._delayed:
+            wait = min(wait, self._delayed[0][0] - time.monotonic())
+        ms = max(1, int(wait * 1000))
+        if ms != self._rcvtimeo:
+            _set(self.inbox, zmq_bus.RCVTIMEO, ms)
+            self._rcvtimeo = ms
+
+    def _take_burst(self) -> None:
+        """Move whatever else is already queued on the socket into the mailbox,
+        so that priorities apply across it and its depth is real.
+
+        One ZMQ_EVENTS query tells a lone request (the common case) from a
+        burst; only a burst pays for the exception that ends a run of
+        non-blocking receives (~6 us). A ``block`` mailbox that is full takes
+        nothing: the senders wait instead.
+        """
+        inbox = self.inbox
+        if not _get(inbox, zmq_bus.EVENTS) & zmq_bus.POLLIN:
+            return
+        room = self.mailbox.capacity - len(self.mailbox) if self.blocking else DRAIN_BATCH
+        for _ in range(min(room, DRAIN_BATCH)):
+            try:
+                ident = inbox.recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            self._accept(ident)
+        self.table.set_depth(self.slot, len(self.mailbox))
+
+    def _handle_mailbox(self) -> None:
+        mailbox = self.mailbox
+        while mailbox and not self._stopping:
+            if self.batch is not None:
+                self._handle_batch(mailbox.pop())
+            else:
+                self._handle(*mailbox.pop())
+            if self._receipts_owed and (self._receipts_owed >= ACK_EVERY
+                                        or time.monotonic() >= self._receipts_due):
+                self._send_receipts()
+            self._take_burst()
+            if self._system_mail:
+                self._read_system_mail()
+            self._heartbeat_if_due()
+
+    # --- taking messages in -------------------------------------------------------------
 
     def _accept(self, ident: bytes) -> None:
         """Read the rest of the message whose identity frame was just received,
-        validate it and put it in the mailbox.
+        validate it, and offer it to the mailbox.
 
         ZeroMQ delivers the frames of a message together, so these receives
         never wait. ``recv`` twice beats ``recv_multipart`` by ~5 us here.
@@ -271,54 +429,255 @@ class ActorProcess:
             while _get(self.inbox, zmq_bus.RCVMORE):
                 self.inbox.recv()
                 frames += 1
-            self._reject(ident, f"expected 2 frames, got {frames}")
+            self._reject(ident, data, f"expected 2 frames, got {frames}")
             return
         try:
             env = zmq_bus.decode_envelope(data, self.max_bytes)
         except ProtocolError as exc:
-            self._reject(ident, str(exc))
+            self._reject(ident, data, str(exc))
+            return
+        kind = env.kind
+        if kind != _TELL and kind != _ASK and kind not in _ONE_WAY:
+            self._reject(ident, data, f"a {Kind(kind).name} envelope cannot be delivered to an inbox")
             return
         # The sender is who the socket says it is, whatever the envelope claims.
         env.metadata.from_actor = ident.decode(errors="replace")
-        self.mailbox.append((ident, env))
+        entry = (ident, env, data)
+        if self.rules:
+            rule = filters.verdict(self.rules, env, self.name)
+            if rule is not None:
+                self._filtered(rule, entry)
+                return
+        self._offer(entry)
 
-    def _reject(self, ident: bytes, why: str) -> None:
+    def _offer(self, entry: tuple) -> None:
+        env = entry[1]
+        size = zmq_bus.batch_length(env.payload) if env.kind == _BATCH else 1
+        admission, out = self.mailbox.offer(entry, env.priority, size)
+        if admission is Admission.ACCEPTED:
+            return
+        if admission is Admission.EVICTED:
+            reason = Reason.DROPPED_OLDEST
+        elif self.mailbox.policy is Backpressure.FAIL:
+            reason = Reason.MAILBOX_FULL
+        else:
+            reason = Reason.DROPPED_NEWEST
+        self._dead_letter(out, reason, f"mailbox at its capacity of {self.mailbox.capacity}",
+                          MailboxFull)
+
+    def _filtered(self, rule: FilterRule, entry: tuple) -> None:
+        if rule.action == "drop":
+            self._dead_letter(entry, Reason.FILTERED, f"dropped by filter {rule.id}", None)
+        elif rule.action == "delay":
+            due = time.monotonic() + (rule.delay or 0.0)
+            heapq.heappush(self._delayed, (due, next(self._seq), entry))
+        else:
+            self._offer(entry)
+            self._offer(entry)
+
+    def _release_delayed(self) -> None:
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._offer(heapq.heappop(self._delayed)[2])
+
+    def _dead_letter(self, entry: tuple, reason: Reason, detail: str,
+                     error: type[RemoteError] | None) -> None:
+        """Dead-letter a message this process will not handle, and settle it with
+        its sender: a receipt for a one-way message, an error for a request."""
+        ident, env, data = entry
+        self.sink.add(reason, sender=env.metadata.from_actor, target=self.name,
+                      message_id=env.message_id, frame=data, detail=detail)
+        if env.kind == _ASK:
+            exc = (error or RemoteError)(f"message {env.message_id} to {self.name!r} was "
+                                         f"dead-lettered ({reason.value}): {detail}",
+                                         actor=self.name, message_id=env.message_id)
+            self._reply(ident, env, zmq_bus.ErrorInfo.from_exception(
+                exc, actor=self.name, message_id=env.message_id), error=True)
+        else:
+            self._owe_receipt(ident, env.message_id)
+
+    def _reject(self, ident: bytes, data: bytes, why: str) -> None:
         self.errors += 1
-        self.log.warning("rejected a frame from %r: %s", ident.decode(errors="replace"), why)
+        sender = ident.decode(errors="replace")
+        self.log.warning("rejected a frame from %r: %s", sender, why)
+        self.sink.add(Reason.REJECTED, sender=sender, target=self.name, message_id=0,
+                      frame=data, detail=why)
 
-    def _handle(self, ident: bytes, env: Envelope) -> None:
+    # --- handling --------------------------------------------------------------------------
+
+    def _expired(self, ident: bytes, env: Envelope, data: bytes) -> bool:
+        """A request whose requester has given up is dead-lettered, not handled."""
+        timeout = env.metadata.timeout
+        if timeout is None or env.metadata.created_at + timeout >= time.time():
+            return False
+        self._dead_letter((ident, env, data), Reason.EXPIRED,
+                          f"its {timeout:g}s timeout passed before it was handled", None)
+        return True
+
+    def _begin(self, env: Envelope) -> None:
         self.current = env
-        table = self.table
-        table.handling(self.slot, env.kind, table.sender_index(env.metadata.from_actor),
-                       env.message_id)
+        self.table.handling(self.slot, env.kind, self.table.sender_index(env.metadata.from_actor),
+                            env.message_id)
+
+    def _end(self) -> None:
+        self.current = None
+        self.table.idle(self.slot)
+
+    def _handle(self, ident: bytes, env: Envelope, data: bytes) -> None:
+        if env.kind == _ASK and self._expired(ident, env, data):
+            return
+        self._begin(env)
         try:
             try:
-                message = self._payload_decoder.decode(env.payload)
-            except zmq_bus.DECODE_ERRORS as exc:
-                raise ProtocolError(f"payload does not match {self.actor.message_type!r}: {exc}") from exc
-            result = self.actor.handle_message(message, self.ctx)
-            if self._async_handler:
-                result = self._run_async(result)
-        except Exception as exc:
-            self.errors += 1
-            self.log.error("handler failed on message %d from %s:\n%s", env.message_id,
-                           env.metadata.from_actor, traceback.format_exc().rstrip())
-            if env.kind == Kind.ASK:
-                self._reply(ident, env, zmq_bus.ErrorInfo.handler_failed(
-                    exc, actor=self.name, message_id=env.message_id), error=True)
-            return
+                if env.kind == _BATCH:
+                    self._each_of_batch(env)
+                    result = None
+                else:
+                    result = self.actor.handle_message(self._decode(env), self.ctx)
+                    if self._async_handler:
+                        result = self._run_async(result)
+            except Exception as exc:
+                self._handler_failed(exc, env)
+                if env.kind == _ASK:
+                    self._reply(ident, env, zmq_bus.ErrorInfo.handler_failed(
+                        exc, actor=self.name, message_id=env.message_id), error=True)
+                else:
+                    self._owe_receipt(ident, env.message_id)
+                return
         finally:
-            self.current = None
-            table.idle(self.slot)
+            self._end()
         self.handled += 1
-        if env.kind == Kind.ASK:
+        if env.kind == _ASK:
             self._reply(ident, env, result)
+        else:
+            self._owe_receipt(ident, env.message_id)
+
+    def _decode(self, env: Envelope) -> Any:
+        try:
+            return self._payload_decoder.decode(env.payload)
+        except zmq_bus.DECODE_ERRORS as exc:
+            raise ProtocolError(f"payload does not match {self.actor.message_type!r}: {exc}") from exc
+
+    def _decode_batch(self, env: Envelope) -> list:
+        try:
+            return self._batch_decoder.decode(env.payload)
+        except zmq_bus.DECODE_ERRORS as exc:
+            raise ProtocolError(f"batch payload is not a list of {self.actor.message_type!r}: "
+                                f"{exc}") from exc
+
+    def _each_of_batch(self, env: Envelope) -> None:
+        """A batch for an actor without ``handle_batch``: each message in order; a
+        failure is logged and the rest of the batch still runs."""
+        for message in self._decode_batch(env):
+            try:
+                result = self.actor.handle_message(message, self.ctx)
+                if self._async_handler:
+                    self._run_async(result)
+            except Exception as exc:
+                self._handler_failed(exc, env)
+
+    def _handler_failed(self, exc: Exception, env: Envelope) -> None:
+        self.errors += 1
+        self.log.error("handler failed on message %d from %s:\n%s", env.message_id,
+                       env.metadata.from_actor,
+                       "".join(traceback.format_exception(exc)).rstrip())
+
+    def _handle_batch(self, first: tuple) -> None:
+        """Gather one-way messages into a list of up to ``max_batch`` (waiting up
+        to ``max_wait`` for more) and hand it to ``handle_batch``. A request is
+        never batched: it is handled alone, in its turn."""
+        if first[1].kind == _ASK:
+            self._handle(*first)
+            return
+        batch = self.batch
+        entries = [first]
+        messages: list = []
+        try:
+            self._gather(first[1], messages)
+        except ProtocolError as exc:
+            self._handler_failed(exc, first[1])
+            self._owe_receipt(first[0], first[1].message_id)
+            return
+        deadline = time.monotonic() + batch.max_wait
+        mailbox = self.mailbox
+        while len(messages) < batch.max_batch and not self._stopping:
+            if not mailbox:
+                self._take_burst()
+                if not mailbox:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0 or not self.inbox.poll(max(1, int(wait * 1000))):
+                        break
+                    continue
+            if mailbox.peek_priority() is None:
+                break
+            entry = mailbox.pop()
+            if entry[1].kind == _ASK:
+                # Requests keep their turn: handle the batch so far, then it.
+                self._run_batch(entries, messages)
+                entries, messages = [], []
+                self._handle(*entry)
+                return
+            try:
+                self._gather(entry[1], messages)
+            except ProtocolError as exc:
+                self._handler_failed(exc, entry[1])
+                self._owe_receipt(entry[0], entry[1].message_id)
+                continue
+            entries.append(entry)
+        self._run_batch(entries, messages)
+
+    def _gather(self, env: Envelope, messages: list) -> None:
+        if env.kind == _BATCH:
+            messages.extend(self._decode_batch(env))
+        else:
+            messages.append(self._decode(env))
+
+    def _run_batch(self, entries: list, messages: list) -> None:
+        if not entries:
+            return
+        self._begin(entries[0][1])
+        try:
+            self._call(self.actor.handle_batch, messages, self.ctx)
+            self.handled += len(messages)
+        except Exception as exc:
+            self._handler_failed(exc, entries[0][1])
+        finally:
+            self._end()
+        for ident, env, _ in entries:
+            self._owe_receipt(ident, env.message_id)
+
+    # --- answering ----------------------------------------------------------------------
+
+    def _owe_receipt(self, ident: bytes, message_id: int) -> None:
+        if not self.acking or ident == _CTL:
+            return
+        owed = self._receipts.get(ident)
+        if owed is None:
+            self._receipts[ident] = [message_id]
+        else:
+            owed.append(message_id)
+        if not self._receipts_owed:
+            self._receipts_due = time.monotonic() + ACK_DELAY
+        self._receipts_owed += 1
+
+    def _send_receipts(self) -> None:
+        for ident, mids in self._receipts.items():
+            frame = zmq_bus.encode_ack(self.name, ident.decode(errors="replace"), mids,
+                                       message_id=self.courier.ids.next())
+            try:
+                self.inbox.send(ident, _SNDMORE | _NOBLOCK)
+                self.inbox.send(frame, _NOBLOCK)
+            except zmq.Again:
+                pass   # the sender is gone or not reading: it redelivers what it still holds
+        self._receipts.clear()
+        self._receipts_owed = 0
+        self.table.set_depth(self.slot, len(self.mailbox))
 
     def _reply(self, ident: bytes, env: Envelope, result: Any, error: bool = False) -> None:
         """Answer a request; a reply that cannot travel becomes an error reply."""
         try:
-            frame = zmq_bus.encode_reply(env, self.name, result, message_id=self.ids.next(),
-                                         error=error)
+            frame = zmq_bus.encode_reply(env, self.name, result,
+                                         message_id=self.courier.ids.next(), error=error)
             zmq_bus.check_size(frame, self.max_bytes, target=env.metadata.from_actor)
         except (TypeError, MessageTooLarge) as exc:
             self.errors += 1
@@ -327,7 +686,7 @@ class ActorProcess:
             info = zmq_bus.ErrorInfo.from_exception(
                 exc if isinstance(exc, MessageTooLarge) else HandlerError(f"unencodable reply: {exc}"),
                 actor=self.name, message_id=env.message_id)
-            frame = zmq_bus.encode_reply(env, self.name, info, message_id=self.ids.next(),
+            frame = zmq_bus.encode_reply(env, self.name, info, message_id=self.courier.ids.next(),
                                          error=True)
         self.inbox.send(ident, _SNDMORE)
         self.inbox.send(frame)
@@ -355,112 +714,6 @@ class ActorProcess:
         self.system.send_nowait(Heartbeat(self.boot.incarnation, len(self.mailbox), self.handled,
                                           self.errors, health.status, health.reason))
 
-    # --- sending ---------------------------------------------------------------
-
-    def _dealer(self, to: str) -> zmq.Socket:
-        sock = self._dealers.get(to)
-        if sock is None:
-            if to not in self.peers:
-                raise UnknownActor(f"no actor named {to!r}", actor=to)
-            sock = zmq_bus.connect_dealer(self.zctx, self.rundir.inbox(to), self.name)
-            sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
-            self._dealers[to] = sock
-        return sock
-
-    def _frame(self, to: str, kind: int, message: Any, priority: int = Priority.NORMAL,
-               timeout: float | None = None,
-               routing: int = RoutingKind.DIRECT) -> tuple[int, bytes]:
-        mid = self.ids.next()
-        frame = zmq_bus.encode_envelope(kind, mid, message, sender=self.name, target=to,
-                                        priority=priority, timeout=timeout, routing=routing)
-        zmq_bus.check_size(frame, self.max_bytes, target=to)
-        return mid, frame
-
-    def _push(self, sock: zmq.Socket, to: str, frame: bytes) -> None:
-        try:
-            sock.send(frame)
-        except zmq.Again:
-            raise ActorUnavailable(
-                f"actor {to!r} accepted nothing for {SEND_TIMEOUT_MS} ms", actor=to) from None
-
-    def send(self, to: str, kind: int, message: Any, *, priority: int) -> None:
-        sock = self._dealer(to)
-        self._push(sock, to, self._frame(to, kind, message, priority)[1])
-
-    def publish(self, event_type: str, message: Any) -> int:
-        targets = self.subscribers.get(event_type, ())
-        for to in targets:
-            _, frame = self._frame(to, Kind.EVENT, message, routing=RoutingKind.BROADCAST)
-            self._push(self._dealer(to), to, frame)
-        return len(targets)
-
-    def request(self, to: str, message: Any, *, timeout: float, priority: int) -> Any:
-        sock = self._dealer(to)
-        watch = _TargetWatch(self.table, to)
-        mid, frame = self._frame(to, Kind.ASK, message, priority, timeout)
-        self._push(sock, to, frame)
-        deadline = time.monotonic() + timeout
-        while True:
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
-                raise RequestTimeout(f"no reply from {to!r} within {timeout:g}s",
-                                     actor=to, message_id=mid)
-            # Block in recv (not poll: ~30 us faster), waking every WATCH_SLICE to
-            # see whether the target died, and to heartbeat when due: waiting for
-            # a reply is not being hung.
-            _set(sock, zmq_bus.RCVTIMEO, max(1, min(int(remaining * 1000), WATCH_SLICE_MS)))
-            try:
-                data = sock.recv()
-            except zmq.Again:
-                watch.check(mid)
-                self._heartbeat_if_due()
-                continue
-            reply = self._match_reply(data, mid)
-            if reply is not None:
-                return reply.value
-
-    async def request_async(self, to: str, message: Any, *, timeout: float,
-                            priority: int) -> Any:
-        sock = zmq.asyncio.Socket.from_socket(self._dealer(to))
-        watch = _TargetWatch(self.table, to)
-        mid, frame = self._frame(to, Kind.ASK, message, priority, timeout)
-        self._push(sock, to, frame)
-        deadline = time.monotonic() + timeout
-        receiving = asyncio.ensure_future(sock.recv())
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise RequestTimeout(f"no reply from {to!r} within {timeout:g}s",
-                                         actor=to, message_id=mid)
-                done, _ = await asyncio.wait({receiving}, timeout=min(remaining, WATCH_SLICE_MS / 1000))
-                if not done:
-                    watch.check(mid)
-                    continue
-                reply = self._match_reply(receiving.result(), mid)
-                if reply is not None:
-                    return reply.value
-                receiving = asyncio.ensure_future(sock.recv())
-        finally:
-            receiving.cancel()
-
-    def _match_reply(self, data: bytes, mid: int) -> "_Reply | None":
-        """The decoded reply if ``data`` answers ``mid``; None for a stale reply.
-
-        Raises the remote error when the answer is an error.
-        """
-        try:
-            env = zmq_bus.decode_envelope(data, self.max_bytes)
-        except ProtocolError as exc:
-            self._reject(b"reply", str(exc))
-            return None
-        if env.correlation_id != mid:
-            return None  # the late answer to an earlier request that timed out
-        if env.kind == Kind.ERROR:
-            raise zmq_bus.decode_error(env.payload)
-        return _Reply(zmq_bus.decode_any(env.payload))
-
     # --- sync/async hooks ------------------------------------------------------
 
     def _call(self, fn, *args):
@@ -473,41 +726,6 @@ class ActorProcess:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(awaitable)
-
-
-class _TargetWatch:
-    """Tells a waiting requester that the incarnation its request went to is gone.
-
-    The root records every incarnation's start and end in the shared actor
-    table; a request sent while the target was down goes to the next
-    incarnation, so the watch latches onto that one when it appears.
-    """
-
-    def __init__(self, table: ActorTable, target: str):
-        self.table, self.target = table, target
-        incarnation, state, _, _ = table.liveness(target)
-        self.incarnation = incarnation if state == RUNNING else None
-
-    def check(self, message_id: int) -> None:
-        """Raise ``ActorExited`` if the incarnation holding the request has ended."""
-        incarnation, state, reason, detail = self.table.liveness(self.target)
-        if self.incarnation is None:
-            if state == RUNNING:
-                self.incarnation = incarnation
-            return
-        if incarnation != self.incarnation or state == EXITED:
-            how = reason + (f" ({detail})" if reason in ("exit_code", "signal") else "")
-            raise ActorExited(f"actor {self.target!r} exited while handling request "
-                              f"{message_id}: {how}", actor=self.target, message_id=message_id)
-
-
-class _Reply:
-    """Wraps a decoded reply so that a ``None`` reply is told apart from 'no match'."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
 
 
 def run_actor(boot: ActorBoot, directory: Directory, table: ActorTable, actor_cls: type[Actor],

@@ -8,6 +8,14 @@ System channel (a unix SOCK_SEQPACKET connection per actor to the root's
     actor → root   Ready      ``started()`` returned: the incarnation serves
     actor → root   Heartbeat  after every ``heartbeat_interval`` of uptime: depth,
                               counters, health (so each one stands for a healthy period)
+    actor → root   Subscribe  ``ctx.subscribe(event_type)`` at run time
+    root  → actor  Filters    the message filters now installed (``alysctl filter``)
+    root  → actor  Subscribers  who subscribed to what at run time
+
+The root follows every root → actor message with SIGUSR1 (``SYSTEM_MAIL``), which
+breaks an idle actor's blocking receive so it reads the channel at once; a
+busy one reads it when its handler returns. System traffic never queues
+behind, or counts against, the user mailbox.
 
 Zygote channel (a SOCK_SEQPACKET socketpair between the root and its fork
 server; one datagram per message)::
@@ -23,9 +31,13 @@ Every actor process is a child of the zygote, so only the zygote can reap it;
 
 from __future__ import annotations
 
+import signal
+
 import msgspec
 
-from alysd.config import ActorSpec, Config
+from alysd.config import ActorSpec, Backpressure, Config, Delivery
+
+SYSTEM_MAIL = signal.SIGUSR1
 
 
 class Hello(msgspec.Struct, tag=True, array_like=True):
@@ -52,7 +64,36 @@ class Heartbeat(msgspec.Struct, tag=True, array_like=True):
     health_reason: str | None = None
 
 
-SystemMessage = Hello | Go | Ready | Heartbeat
+class Subscribe(msgspec.Struct, tag=True, array_like=True):
+    event_type: str
+
+
+class FilterRule(msgspec.Struct, frozen=True, kw_only=True):
+    """One installed message filter: messages matching every given field are
+    dropped (and dead-lettered as ``filtered``), delayed, or duplicated, each
+    with probability ``rate``. A field left None matches anything."""
+
+    id: int
+    action: str                    # drop | delay | duplicate
+    sender: str | None = None
+    receiver: str | None = None
+    message_type: str | None = None
+    rate: float = 1.0
+    delay: float | None = None
+
+
+class Filters(msgspec.Struct, tag=True, array_like=True):
+    rules: tuple[FilterRule, ...]
+
+
+class Subscribers(msgspec.Struct, tag=True, array_like=True):
+    """Run-time subscriptions (event type → actor or pool names), on top of the
+    configured ones."""
+
+    table: dict[str, tuple[str, ...]]
+
+
+SystemMessage = Hello | Go | Ready | Heartbeat | Subscribe | Filters | Subscribers
 
 
 class ActorBoot(msgspec.Struct, array_like=True, kw_only=True):
@@ -63,7 +104,19 @@ class ActorBoot(msgspec.Struct, array_like=True, kw_only=True):
     runtime_dir: str
     heartbeat_interval: float
     max_message_bytes: int
+    dead_letters: str                # the dead-letter queue's directory
+    dead_letter_capacity: int
+    delivery_timeout: float
     wait_for_go: bool = True
+
+
+class Peer(msgspec.Struct, frozen=True):
+    """What a sender must know of a receiver to deliver to it."""
+
+    capacity: int
+    backpressure: Backpressure
+    delivery: Delivery
+    max_retries: int
 
 
 class Directory(msgspec.Struct, frozen=True):
@@ -71,16 +124,26 @@ class Directory(msgspec.Struct, frozen=True):
     so a spawn never serialises the whole tree (that made starting 1000 actors
     quadratic)."""
 
-    peers: frozenset[str]                  # every configured actor name
-    subscribers: dict[str, tuple[str, ...]]  # event type -> subscribed actor names
+    peers: dict[str, Peer]                   # every actor (pool members included)
+    pools: dict[str, tuple[str, ...]]        # pool name -> member names
+    least_loaded: frozenset[str]             # pools routed by mailbox depth, not round robin
+    subscribers: dict[str, tuple[str, ...]]  # event type -> actor or pool names
 
     @classmethod
     def from_config(cls, config: Config) -> "Directory":
         table: dict[str, list[str]] = {}
         for name, spec in config.actors.items():
+            # A pool subscribes once: each event goes to one of its members.
+            subscriber = spec.pool or name
             for event in spec.subscribe:
-                table.setdefault(event, []).append(name)
-        return cls(frozenset(config.actors), {k: tuple(v) for k, v in table.items()})
+                if subscriber not in table.setdefault(event, []):
+                    table[event].append(subscriber)
+        peers = {name: Peer(spec.mailbox.capacity, spec.mailbox.backpressure,
+                            spec.mailbox.delivery, spec.mailbox.max_retries)
+                 for name, spec in config.actors.items()}
+        least = frozenset(spec.pool for spec in config.actors.values()
+                          if spec.pool and spec.routing.value == "least_loaded")
+        return cls(peers, dict(config.pools), least, {k: tuple(v) for k, v in table.items()})
 
 
 class Preloaded(msgspec.Struct, tag=True, array_like=True):

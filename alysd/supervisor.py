@@ -40,6 +40,7 @@ import zmq
 import alysd
 from alysd import system_channel, zmq_bus
 from alysd.actor_table import ActorTable
+from alysd.bus_control import BusControl, Recipient
 from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
@@ -48,9 +49,10 @@ from alysd.process import become_subreaper, reap_exited, signal_group
 from alysd.limits import Sampler
 from alysd.poll import EventPoller
 from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
-                            Spawned, SpawnFailed)
+                            Spawned, SpawnFailed, Subscribe)
 from alysd.restart import Action, BreakerState, ChildTrack, RestartWindow, plan_group
 from alysd.runtime_dir import DaemonLock, RuntimeDir
+from alysd.state_dir import dead_letter_path, prepare_state_dir
 from alysd.zmq_bus import ErrorInfo, Kind
 from alysd.versions import version_info
 from alysd.zygote import start_zygote
@@ -98,7 +100,6 @@ class Child:
     ready_at: float | None = None      # unix time it became ready
     ready_mono: float | None = None
     last_exit: LastExit | None = None
-    mailbox_depth: int = 0
     handled: int = 0
     errors: int = 0
     health: str = "unknown"
@@ -167,9 +168,10 @@ class _Relay:
 class Supervisor:
     """Runs the configured tree until SIGTERM/SIGINT or until it gives up."""
 
-    def __init__(self, config: Config, rundir: RuntimeDir):
+    def __init__(self, config: Config, rundir: RuntimeDir, state_dir: str):
         self.config = config
         self.rundir = rundir
+        self.state_dir = state_dir
         self.children: dict[str, Child] = {
             name: Child(spec, track=ChildTrack(spec)) for name, spec in config.actors.items()}
         self.sups: dict[str, SupervisorNode] = {
@@ -197,6 +199,8 @@ class Supervisor:
         self.conn_by_pid: dict[int, system_channel.Connection] = {}
         self.sampler = Sampler()
         self.relay_of: dict[zmq.Socket, _Relay] = {}
+        self.round_robin: dict[str, int] = {}
+        self.bus: BusControl | None = None
 
     # --- setup -----------------------------------------------------------------
 
@@ -206,6 +210,9 @@ class Supervisor:
         self.rundir.prepare()
         lock = DaemonLock(self.rundir)
         lock.acquire()
+        state_dir = prepare_state_dir(self.state_dir)
+        self.bus = BusControl(dead_letter_path(state_dir), self.config.system.dead_letter_capacity,
+                              self.config.system.max_message_bytes)
         # Fork the zygote first: this process must not own a ZeroMQ context or
         # any thread when it forks.
         self.table = ActorTable(list(self.children))
@@ -218,6 +225,7 @@ class Supervisor:
                 return self._run_loop()
             finally:
                 self._stop_everything_now()
+                self.bus.close()
                 self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
         finally:
             spares = glob.glob(os.path.join(glob.escape(self.rundir.path), ".spare-*"))
@@ -381,7 +389,6 @@ class Supervisor:
         child.spawned_at = time.time()
         child.ready_at = child.ready_mono = None
         child.health, child.health_reason = "unknown", None
-        child.mailbox_depth = 0
         self._set_deadline(child, time.monotonic() + child.spec.start_timeout)
         self.zygote.send(Spawn(ActorBoot(
             spec=child.spec,
@@ -389,6 +396,9 @@ class Supervisor:
             runtime_dir=self.rundir.path,
             heartbeat_interval=self.config.system.heartbeat_interval,
             max_message_bytes=self.config.system.max_message_bytes,
+            dead_letters=self.bus.dead_letter_path,
+            dead_letter_capacity=self.config.system.dead_letter_capacity,
+            delivery_timeout=self.config.system.delivery_timeout,
             wait_for_go=wait_for_go,
         )))
 
@@ -432,19 +442,31 @@ class Supervisor:
                 self._apply_system_message(child, msg)
 
     def _apply_system_message(self, child: Child, msg) -> None:
+        if isinstance(msg, Subscribe):
+            if child.pid is not None:
+                self.bus.subscribe(self._recipient(child), msg.event_type, self._recipients())
+            return
         if msg.incarnation != child.incarnation:
             return  # a message from an incarnation we no longer track
         if isinstance(msg, Hello):
             child.hello = True
+            self.bus.greet(self._recipient(child))
         elif isinstance(msg, Ready):
             child.health, child.health_reason = msg.health, msg.health_reason
             self._ready(child)
         elif isinstance(msg, Heartbeat):
-            child.mailbox_depth = msg.mailbox_depth
             child.handled, child.errors = msg.handled, msg.errors
             child.health, child.health_reason = msg.health, msg.health_reason
             if msg.health == "healthy" and child.state == State.RUNNING:
                 child.track.on_healthy(time.monotonic())
+
+    def _recipient(self, child: Child) -> Recipient:
+        return Recipient(child.name, child.spec.pool, child.conn.send, child.pid)
+
+    def _recipients(self) -> list[Recipient]:
+        """Every incarnation the root can talk to now."""
+        return [self._recipient(c) for c in self.children.values()
+                if c.conn is not None and c.pid is not None]
 
     def _close_conn(self, conn: system_channel.Connection) -> None:
         self.poller.remove_fd(conn.fileno())
@@ -484,8 +506,10 @@ class Supervisor:
     def _incarnation_ended(self, child: Child, exit: LastExit) -> None:
         was = child.state
         doing = self.table.activity(child.name)
+        crashes = self.table.record_crash(child.name, doing.message_id) if doing else 0
         self._forget_incarnation(child, exit)
         self._fail_relayed_requests(child, exit)
+        self.bus.incarnation_ended(child.name, self._recipients())
         if was == State.STOPPING or self.shutting_down or child.held:
             # An exit we asked for: a stop, or the stop half of a restart.
             if child.restart_after_stop and not self.shutting_down:
@@ -511,7 +535,8 @@ class Supervisor:
                 self.open_breakers.add(child.name)
             decision = f"left {child.state.value}: {verdict.reason}"
         handling = (f"handling {Kind(doing.kind).name.lower()} {doing.message_id} from "
-                    f"{doing.sender} for {time.time() - doing.since:.3f}s" if doing else "idle")
+                    f"{doing.sender} for {time.time() - doing.since:.3f}s (crash {crashes} in a "
+                    f"row on that message)" if doing else "idle")
         log.error("crash report: actor %s (supervisor %s) pid %s incarnation %d exited: %s; "
                   "it was %s; decision: %s", child.name, child.spec.supervisor, exit.pid,
                   child.incarnation, _describe(exit), handling, decision)
@@ -797,6 +822,8 @@ class Supervisor:
         """Actor names a command applies to: one actor, or every actor under a supervisor."""
         if name in self.children:
             return [name]
+        if name in self.config.pools:
+            return list(self.config.pools[name])
         if name in self.config.supervisors:
             return self.config.actors_under(name)
         raise UnknownActor(f"no actor or supervisor named {name!r}", actor=name)
@@ -827,7 +854,7 @@ class Supervisor:
             "uptime_s": round(uptime, 3) if uptime is not None else None,
             "rss_bytes": sample.rss_bytes if sample else None,
             "cpu_percent": sample.cpu_percent if sample else None,
-            "mailbox_depth": child.mailbox_depth,
+            "mailbox_depth": self.table.depth(self.table.index[child.name]) if child.live else 0,
             "health": child.health if child.state == State.RUNNING else "unknown",
             "health_reason": child.health_reason,
             "last_exit": msgspec.to_builtins(child.last_exit) if child.last_exit else None,
@@ -962,25 +989,38 @@ class Supervisor:
         self.commands = still
 
     def cmd_send(self, args: dict, answer) -> None:
-        name = args["name"]
+        name = self._pool_member(args["name"])
         timeout = float(args.get("timeout", 5.0))
         if name not in self.children:
             raise UnknownActor(f"no actor named {name!r}", actor=name)
         child = self.children[name]
         if child.state != State.RUNNING:
             raise ActorUnavailable(f"actor {name!r} is {child.state.value}", actor=name)
-        relay = self.relays.get(name)
-        if relay is None:
-            sock = zmq_bus.connect_dealer(self.zctx, self.rundir.inbox(name), zmq_bus.CTL_IDENTITY)
-            relay = self.relays[name] = _Relay(sock)
-            self.relay_of[sock] = relay
-            self.poller.add_zmq(sock)
+        relay = self._relay(name)
         mid = self.ids.next()
         frame = zmq_bus.encode_envelope(Kind.ASK, mid, args.get("payload"),
                                         sender=zmq_bus.CTL_IDENTITY, target=name, timeout=timeout)
         zmq_bus.check_size(frame, self.config.system.max_message_bytes, target=name)
         relay.sock.send(frame, zmq.NOBLOCK)
         relay.pending[mid] = PendingSend(answer, time.monotonic() + timeout, name)
+
+    def _pool_member(self, name: str) -> str:
+        """``name``, or for a pool the member whose turn it is (round robin)."""
+        members = self.config.pools.get(name)
+        if not members:
+            return name
+        turn = self.round_robin.get(name, -1) + 1
+        self.round_robin[name] = turn
+        return members[turn % len(members)]
+
+    def _relay(self, name: str) -> _Relay:
+        relay = self.relays.get(name)
+        if relay is None:
+            sock = zmq_bus.connect_dealer(self.zctx, self.rundir.inbox(name), zmq_bus.CTL_IDENTITY)
+            relay = self.relays[name] = _Relay(sock)
+            self.relay_of[sock] = relay
+            self.poller.add_zmq(sock)
+        return relay
 
     def _relay_replies(self, relay: _Relay) -> None:
         while True:
@@ -1024,6 +1064,26 @@ class Supervisor:
                     pending.answer(False, ErrorInfo(
                         kind="RequestTimeout", actor=pending.actor, message_id=mid,
                         message=f"no reply from {pending.actor!r} in time"))
+
+    def cmd_dead_letters(self, args: dict, answer) -> None:
+        answer(True, self.bus.list_dead_letters(args))
+
+    def cmd_dead_letters_replay(self, args: dict, answer) -> None:
+        def send(target: str, frame: bytes) -> None:
+            self._relay(target).sock.send(frame, zmq.NOBLOCK)
+        answer(True, self.bus.replay(args, set(self.children), send, self.ids.next))
+
+    def cmd_dead_letters_purge(self, args: dict, answer) -> None:
+        answer(True, self.bus.purge())
+
+    def cmd_filter_add(self, args: dict, answer) -> None:
+        answer(True, self.bus.add_filter(args, self.children, self._recipients()))
+
+    def cmd_filter_list(self, args: dict, answer) -> None:
+        answer(True, self.bus.list_filters())
+
+    def cmd_filter_remove(self, args: dict, answer) -> None:
+        answer(True, self.bus.remove_filters(args, self._recipients()))
 
     def cmd_version(self, args: dict, answer) -> None:
         answer(True, version_info() | {"pid": os.getpid(), "runtime_dir": self.rundir.path,

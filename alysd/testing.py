@@ -118,12 +118,14 @@ def _kill_tree(procs: list[psutil.Process]) -> None:
 
 @contextlib.contextmanager
 def run_daemon(config: str | Path, *, python_path: list[str] | None = None, env: dict[str, str] | None = None,
-               wait: bool = True, timeout: float = 30.0,
+               wait: bool = True, timeout: float = 30.0, state_dir: str | None = None,
                extra_args: list[str] | None = None) -> Iterator[RunningDaemon]:
     """Start alysd on ``config`` (TOML text, or a ``Path`` to a file) and stop it afterwards.
 
     ``python_path`` entries are prepended to PYTHONPATH so that test actor
-    modules import. With ``wait``, returns once every actor is running. On exit
+    modules import. ``state_dir`` (default: a fresh one inside the temporary
+    work dir) is where the dead-letter queue lives; pass the same one to two
+    runs to see state survive a restart. With ``wait``, returns once every actor is running. On exit
     the daemon gets SIGTERM; any process of its tree still alive after that is
     killed, so nothing outlives the block.
     """
@@ -139,10 +141,12 @@ def run_daemon(config: str | Path, *, python_path: list[str] | None = None, env:
     paths = [*(python_path or []), str(REPO_ROOT), child_env.get("PYTHONPATH", "")]
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     child_env.pop("ALYSD_RUNTIME_DIR", None)
+    child_env.pop("ALYSD_STATE_DIR", None)
+    state_dir = state_dir or os.path.join(workdir, "state")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "alysd", "--config", config_path, "--runtime-dir", rundir.path,
-             *(extra_args or [])],
+             "--state-dir", state_dir, *(extra_args or [])],
             stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=workdir)
     daemon = RunningDaemon(proc, rundir, workdir, log_path)
     tree: list[psutil.Process] = []

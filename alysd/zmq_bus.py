@@ -57,13 +57,16 @@ class Priority(enum.IntEnum):
 
 
 class Kind(enum.IntEnum):
-    """What an envelope is: a one-way message, a request, or an answer to one."""
+    """What an envelope is: a one-way message, a request, an answer to one, a
+    receipt, or several one-way messages in one frame."""
 
     TELL = 0
     ASK = 1
     REPLY = 2
     ERROR = 3
     EVENT = 4
+    ACK = 5      # receiver → sender: these message ids were handled or dead-lettered
+    BATCH = 6    # a TELL whose payload is a msgpack array of messages
 
 
 class RoutingKind(enum.IntEnum):
@@ -185,7 +188,8 @@ def decode_error(payload: msgspec.Raw) -> RemoteError:
 
 def encode_envelope(kind: int, message_id: int, message: Any, *, sender: str, target: str,
                     correlation_id: int | None = None, routing: int = RoutingKind.DIRECT,
-                    priority: int = Priority.NORMAL, timeout: float | None = None) -> bytes:
+                    priority: int = Priority.NORMAL, timeout: float | None = None,
+                    route: str | None = None, max_retries: int = 0) -> bytes:
     """Encode one envelope with ``message`` embedded as its payload.
 
     The envelope is written as a plain tuple in ``Envelope``'s field order
@@ -195,8 +199,40 @@ def encode_envelope(kind: int, message_id: int, message: Any, *, sender: str, ta
     encode.
     """
     return _encoder.encode((
-        int(kind), message_id, correlation_id, (int(routing), target), message,
-        (time.time(), sender, target, None, 0, 0, timeout), int(priority)))
+        int(kind), message_id, correlation_id, (int(routing), route or target), message,
+        (time.time(), sender, target, None, 0, max_retries, timeout), int(priority)))
+
+
+def encode_ack(sender: str, target: str, message_ids: list[int], *, message_id: int) -> bytes:
+    """A receipt telling ``target`` that ``message_ids`` need no redelivery."""
+    return encode_envelope(_ACK, message_id, message_ids, sender=sender, target=target)
+
+
+def redelivery(frame: bytes) -> tuple[bytes, Envelope]:
+    """``frame`` re-encoded for another delivery attempt: ``retry_count`` + 1.
+
+    Everything else (message id, priority, creation time) stays, so the
+    receiver sees the same message again and knows it is a redelivery.
+    """
+    env = _envelope_decoder.decode(frame)
+    env.metadata.retry_count += 1
+    return _encoder.encode(env), env
+
+
+def batch_length(payload: msgspec.Raw | bytes) -> int:
+    """How many messages a ``Kind.BATCH`` payload holds, read from its msgpack
+    array header without decoding the messages (0 if it is not an array)."""
+    data = memoryview(payload)
+    if not data:
+        return 0
+    head = data[0]
+    if 0x90 <= head <= 0x9F:
+        return head & 0x0F
+    if head == 0xDC and len(data) >= 3:
+        return int.from_bytes(data[1:3], "big")
+    if head == 0xDD and len(data) >= 5:
+        return int.from_bytes(data[1:5], "big")
+    return 0
 
 
 def encode_reply(request: Envelope, sender: str, message: Any, *, message_id: int,
@@ -209,6 +245,7 @@ def encode_reply(request: Envelope, sender: str, message: Any, *, message_id: in
 
 _REPLY = int(Kind.REPLY)
 _ERROR = int(Kind.ERROR)
+_ACK = int(Kind.ACK)
 
 
 def check_size(frame: bytes, max_bytes: int, *, target: str) -> None:

@@ -41,7 +41,7 @@ from alysd.config import Config, check_imports, import_actor_class
 from alysd.exits import ExitCode
 from alysd.process import become_subreaper, die_with_parent, reap_exited, set_title
 from alysd.runtime_dir import RuntimeDir
-from alysd.protocol import (ActorBoot, Directory, Exited, Preloaded, Spawn, Spawned,
+from alysd.protocol import (SYSTEM_MAIL, ActorBoot, Directory, Exited, Preloaded, Spawn, Spawned,
                             SpawnFailed, system_encoder, zygote_decoder)
 
 _MAX_DATAGRAM = 1 << 22
@@ -128,6 +128,9 @@ class _Zygote:
         # Ctrl-C reaches the whole foreground group; the root orders the stop.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # Inherited by every actor until it installs its own handler: system mail
+        # that arrives before then must not kill it (SIGUSR1's default action).
+        signal.signal(SYSTEM_MAIL, signal.SIG_IGN)
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)

@@ -183,14 +183,21 @@ def test_death_of_the_zygote_stops_everything_and_alysd_exits_1(start_daemon):
     assert "zygote" in d.log()
 
 
-def test_a_requester_learns_at_once_that_its_target_died_and_the_crash_report_says_why(
+def test_a_request_that_keeps_killing_its_target_is_quarantined_and_the_crash_report_says_why(
         start_daemon):
-    d = start_daemon(tree_toml(actor_toml("a"), actor_toml("b")))
-    with pytest.raises(HandlerError, match="ActorExited: actor 'b' exited while handling"):
+    d = start_daemon(tree_toml(actor_toml("a"), actor_toml("b", mailbox={"max_retries": 2}),
+                               max_retries=5))
+    with pytest.raises(HandlerError, match="PoisonMessage: request .* to 'b' was quarantined: "
+                                           "2 incarnations in a row died handling it"):
         d.request("a", {"op": "ask", "to": "b", "msg": {"op": "exit", "code": 9},
                         "timeout": 30}, timeout=10)
-    report = wait_until(lambda: next((line for line in d.log().splitlines()
-                                      if "crash report: actor b " in line), None),
-                        message="crash report")
-    assert "exit_code (exit code 9)" in report and "it was handling ask" in report
-    assert "from a for" in report
+    reports = wait_until(lambda: [line for line in d.log().splitlines()
+                                  if "crash report: actor b " in line] or None,
+                         message="crash report")
+    assert "exit_code (exit code 9)" in reports[0] and "it was handling ask" in reports[0]
+    assert "from a for" in reports[0]
+    letters = d.call("dead_letters")["letters"]
+    assert [(x["reason"], x["sender"], x["target"]) for x in letters] == [("poison", "a", "b")]
+    assert letters[0]["payload"] == {"op": "exit", "code": 9}
+    # b serves the next message: the poison message is gone for good.
+    assert d.request("b", {"op": "echo", "v": 1}) == 1

@@ -6,14 +6,16 @@ import textwrap
 import tomllib
 import types
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from alysd.config import (ActorSpec, Backpressure, BackoffSpec, ChildPolicy, Config,
-                          ConfigError, MailboxSpec, Restart, Strategy, SupervisorSpec,
-                          SystemSpec, check_imports, config_from_dict, import_actor_class,
-                          load_config, parse_config)
+from alysd.config import (MAX_INSTANCES, ActorSpec, Backpressure, BackoffSpec, BatchSpec,
+                          ChildPolicy, Config, ConfigError, Delivery, MailboxSpec, PoolRouting,
+                          Restart, Strategy, SupervisorSpec, SystemSpec, check_imports,
+                          config_from_dict, import_actor_class, load_config, parse_config)
 from alysd.errors import ConfigIssue
+from alysd.runtime_dir import MAX_NAME
 
 EXAMPLE = """
 [system]
@@ -118,8 +120,46 @@ def test_defaults():
     assert engine.memory_limit is None and engine.cpu_limit is None
     assert engine.backoff == BackoffSpec(initial_delay=0.1, max_delay=10.0, multiplier=2.0,
                                          max_retries=10, reset_after=1.0)
-    assert engine.mailbox == MailboxSpec(capacity=10000, backpressure=Backpressure.BLOCK)
+    assert engine.mailbox == MailboxSpec(capacity=10000, backpressure=Backpressure.BLOCK,
+                                         delivery=Delivery.AT_LEAST_ONCE, max_retries=3)
     assert engine.config == {}
+
+
+def test_defaults_of_delivery_batching_and_pools():
+    config = parse_config(ROOT + actor())
+    assert (config.system.state_dir, config.system.dead_letter_capacity,
+            config.system.delivery_timeout) == (None, 10000, 30.0)
+    engine = config.actors["engine"]
+    assert engine.mailbox.delivery is Delivery.AT_LEAST_ONCE and engine.mailbox.max_retries == 3
+    assert engine.batch is None
+    assert (engine.instances, engine.routing, engine.pool) == (1, PoolRouting.ROUND_ROBIN, None)
+    assert config.pools == {}
+    assert BatchSpec() == BatchSpec(max_batch=64, max_wait=0.005)
+    assert parse_config(ROOT + actor(body="[actors.engine.batch]")).actors["engine"].batch == \
+        BatchSpec()
+
+
+def test_delivery_batching_and_pool_keys_decode():
+    config = parse_config('[system]\nstate_dir = "/var/lib/alysd"\ndead_letter_capacity = 1\n'
+                          'delivery_timeout = "250ms"\n' + ROOT
+                          + actor(body='instances = 2\nrouting = "least_loaded"\n'
+                                  '[actors.engine.mailbox]\ndelivery = "at_most_once"\n'
+                                  'max_retries = 0\n'
+                                  '[actors.engine.batch]\nmax_batch = 1\nmax_wait = "2ms"'))
+    assert config.system == SystemSpec(state_dir="/var/lib/alysd", dead_letter_capacity=1,
+                                       delivery_timeout=0.25)
+    member = config.actors["engine.0"]
+    assert member.mailbox == MailboxSpec(delivery=Delivery.AT_MOST_ONCE, max_retries=0)
+    assert member.batch == BatchSpec(max_batch=1, max_wait=0.002)
+    assert (member.instances, member.routing) == (2, PoolRouting.LEAST_LOADED)
+    assert config.warnings == ()
+
+
+def test_instances_limits_accepted():
+    config = parse_config(ROOT + actor(body=f"instances = {MAX_INSTANCES}"))
+    assert config.pools["engine"][-1] == f"engine.{MAX_INSTANCES - 1}"
+    assert len(config.actors) == MAX_INSTANCES
+    assert parse_config(ROOT + actor(body="instances = 1")).actors["engine"].pool is None
 
 
 def test_reset_after_defaults_to_ten_initial_delays():
@@ -223,6 +263,54 @@ def test_actor_key_refusals(body, path, message):
     assert messages(ROOT + actor(body=body)) == {path: message}
 
 
+@pytest.mark.parametrize("body, path, message", [
+    ('state_dir = ""', "system.state_dir", "expected a directory path, got ''"),
+    ("state_dir = 1", "system.state_dir", "expected a directory path, got 1"),
+    ("dead_letter_capacity = 0", "system.dead_letter_capacity",
+     "expected an integer >= 1, got 0"),
+    ("dead_letter_capacity = 1.5", "system.dead_letter_capacity",
+     "expected an integer >= 1, got 1.5"),
+    ("dead_letter_capacity = true", "system.dead_letter_capacity",
+     "expected an integer >= 1, got true"),
+    ('delivery_timeout = "0s"', "system.delivery_timeout", "expected a duration > 0, got '0s'"),
+    ("delivery_timeout = 30", "system.delivery_timeout",
+     'expected a duration such as "250ms", "5s" or "2m" (units: us, ms, s, m, h), got 30'),
+])
+def test_system_key_refusals(body, path, message):
+    assert messages("[system]\n" + body + "\n" + ROOT) == {path: message}
+
+
+@pytest.mark.parametrize("body, path, message", [
+    ('[actors.engine.mailbox]\ndelivery = "exactly_once"', "actors.engine.mailbox.delivery",
+     "expected one of at_least_once, at_most_once; got 'exactly_once'"),
+    ("[actors.engine.mailbox]\ndelivery = 1", "actors.engine.mailbox.delivery",
+     "expected one of at_least_once, at_most_once; got 1"),
+    ("[actors.engine.mailbox]\nmax_retries = -1", "actors.engine.mailbox.max_retries",
+     "expected an integer >= 0, got -1"),
+    ('[actors.engine.mailbox]\nmax_retries = "3"', "actors.engine.mailbox.max_retries",
+     "expected an integer >= 0, got '3'"),
+    ("batch = 3", "actors.engine.batch", "expected a table, got 3"),
+    ("[actors.engine.batch]\nmax_batch = 0", "actors.engine.batch.max_batch",
+     "expected an integer >= 1, got 0"),
+    ("[actors.engine.batch]\nmax_batch = 2.0", "actors.engine.batch.max_batch",
+     "expected an integer >= 1, got 2.0"),
+    ('[actors.engine.batch]\nmax_wait = "0ms"', "actors.engine.batch.max_wait",
+     "expected a duration > 0, got '0ms'"),
+    ("[actors.engine.batch]\nmax_wait = 0.005", "actors.engine.batch.max_wait",
+     'expected a duration such as "250ms", "5s" or "2m" (units: us, ms, s, m, h), got 0.005'),
+    ("[actors.engine.batch]\nsize = 4", "actors.engine.batch.size", "unknown key"),
+    ("instances = 0", "actors.engine.instances", "expected an integer from 1 to 256, got 0"),
+    ("instances = 257", "actors.engine.instances", "expected an integer from 1 to 256, got 257"),
+    ('instances = "3"', "actors.engine.instances", "expected an integer from 1 to 256, got '3'"),
+    ("instances = true", "actors.engine.instances", "expected an integer from 1 to 256, got true"),
+    ('routing = "random"', "actors.engine.routing",
+     "expected one of round_robin, least_loaded; got 'random'"),
+    ('pool = "engine"', "actors.engine.pool", "unknown key"),
+])
+def test_delivery_batching_and_pool_key_refusals(body, path, message):
+    assert messages(ROOT + actor(body=body)) == {path: message}
+
+
 def test_refused_delay_is_not_compared_again():
     assert list(messages(ROOT + actor(body='initial_delay = "x"\nmax_delay = "1ms"'))) == [
         "actors.engine.initial_delay"]
@@ -256,6 +344,26 @@ def test_name_limits_accepted():
     name = "a" + "-_09" * 11 + "z" * 3
     assert len(name) == 48
     assert name in parse_config(ROOT + actor(name)).actors
+
+
+def test_pool_member_names_must_fit_the_name_limit():
+    long = "w" * (MAX_NAME - 1)  # the longest name with a "." to spare: no pool fits
+    assert messages(ROOT + actor(long, body="instances = 2")) == {
+        f"actors.{long}.instances": "expected at most 1 for this name: member names must fit in "
+                                    f"48 characters, '{long}.1' has 49; got 2"}
+    two_digits = "w" * (MAX_NAME - 3)
+    assert messages(ROOT + actor(two_digits, body="instances = 101")) == {
+        f"actors.{two_digits}.instances": "expected at most 100 for this name: member names "
+                                          f"must fit in 48 characters, '{two_digits}.100' has "
+                                          "49; got 101"}
+    assert parse_config(ROOT + actor(two_digits, body="instances = 100")).pools[two_digits][-1] \
+        == f"{two_digits}.99"
+    assert len(max(parse_config(ROOT + actor("w" * (MAX_NAME - 4), body="instances = 256")
+                                ).actors, key=len)) == MAX_NAME
+
+
+def test_invalid_name_with_instances_is_reported_once():
+    assert list(messages(ROOT + actor("x" * 49, body="instances = 2"))) == ["actors." + "x" * 49]
 
 
 def test_names_are_unique_across_sections():
@@ -332,6 +440,23 @@ def test_unreachable_intensity_window_is_a_warning():
     assert reachable.warnings == ()
 
 
+@pytest.mark.parametrize("body", ['routing = "least_loaded"',
+                                  'routing = "round_robin"\ninstances = 1'])
+def test_routing_without_a_pool_is_a_warning(body):
+    config = parse_config(ROOT + actor(body=body))
+    assert config.warnings == (
+        "actors.engine: routing ignored: only used with instances > 1, not 1",)
+    assert config.pools == {}
+
+
+def test_pool_warnings_name_the_pool_once():
+    config = parse_config(ROOT + actor(body='instances = 3\nrouting = "least_loaded"\n'
+                                       'failure_threshold = 2'))
+    assert config.warnings == (
+        ("actors.engine: failure_threshold ignored: only used with strategy = "
+         '"circuit_breaker", not "one_for_one"'),)
+
+
 def test_keys_of_another_policy_are_a_warning():
     config = parse_config(ROOT + actor(body='max_delay = "1s"\nfailure_threshold = 2'))
     assert config.warnings == (
@@ -394,6 +519,96 @@ def test_tree_queries_refuse_unknown_names():
             query("first")
     with pytest.raises(KeyError):
         config.path("ghost")
+
+
+POOLED = """
+[supervisors.alys]
+
+[actors.first]
+supervisor = "alys"
+class = "m:C"
+
+[supervisors.sub]
+parent = "alys"
+
+[actors.worker]
+supervisor = "sub"
+class = "m:W"
+instances = 3
+routing = "least_loaded"
+subscribe = ["block_imported", "tick"]
+[actors.worker.config]
+n = 1
+
+[actors.after]
+supervisor = "sub"
+class = "m:C"
+
+[actors.pair]
+supervisor = "alys"
+class = "m:C"
+instances = 2
+"""
+
+
+def test_pools_are_expanded_in_place_in_index_order():
+    config = parse_config(POOLED)
+    assert config.start_order == (
+        ("supervisor", "alys"), ("actor", "first"), ("supervisor", "sub"),
+        ("actor", "worker.0"), ("actor", "worker.1"), ("actor", "worker.2"), ("actor", "after"),
+        ("actor", "pair.0"), ("actor", "pair.1"))
+    assert list(config.actors) == ["first", "worker.0", "worker.1", "worker.2", "after",
+                                   "pair.0", "pair.1"]
+    assert config.pools == {"worker": ("worker.0", "worker.1", "worker.2"),
+                            "pair": ("pair.0", "pair.1")}
+    assert list(config.pools) == ["worker", "pair"]
+    assert "worker" not in config.actors and "pair" not in config.actors
+    configured = ActorSpec(name="worker", supervisor="sub", class_path="m:W", instances=3,
+                           routing=PoolRouting.LEAST_LOADED,
+                           subscribe=("block_imported", "tick"), config={"n": 1})
+    for index, name in enumerate(config.pools["worker"]):
+        member = config.actors[name]
+        assert name == f"worker.{index}"
+        assert member == msgspec.structs.replace(configured, name=name, pool="worker")
+        assert member.subscribe == ("block_imported", "tick")
+    assert config.actors["pair.1"].pool == "pair" and config.actors["first"].pool is None
+
+
+def test_tree_queries_see_pool_members():
+    config = parse_config(POOLED)
+    assert config.children("sub") == [("actor", "worker.0"), ("actor", "worker.1"),
+                                      ("actor", "worker.2"), ("actor", "after")]
+    assert config.actors_under("sub") == ["worker.0", "worker.1", "worker.2", "after"]
+    assert config.actors_under("alys") == list(config.actors)
+    assert config.path("worker.1") == ["alys", "sub", "worker.1"]
+    assert config.path("pair.0") == ["alys", "pair.0"]
+    with pytest.raises(KeyError):
+        config.path("worker")  # a pool is not a node of the tree; its members are
+    assert_sound(config)
+
+
+def test_resolve_actor():
+    config = parse_config(POOLED)
+    assert config.resolve_actor("worker") == ["worker.0", "worker.1", "worker.2"]
+    assert config.resolve_actor("pair") == ["pair.0", "pair.1"]
+    assert config.resolve_actor("first") == ["first"]
+    assert config.resolve_actor("worker.2") == ["worker.2"]
+    for name in ("sub", "alys", "ghost", "worker.3"):
+        with pytest.raises(KeyError, match=f"no actor or pool named '{name}'"):
+            config.resolve_actor(name)
+    resolved = config.resolve_actor("worker")
+    resolved.append("x")  # a fresh list each time
+    assert config.resolve_actor("worker") == ["worker.0", "worker.1", "worker.2"]
+
+
+def test_pools_from_a_dict_expand_too():
+    config = config_from_dict({
+        "supervisors": {"root": {}},
+        "actors": {"w": {"supervisor": "root", "class": "m:C", "instances": 2},
+                   "a": {"supervisor": "root", "class": "m:C"}},
+    })
+    assert [name for _, name in config.start_order] == ["root", "w.0", "w.1", "a"]
+    assert config.pools == {"w": ("w.0", "w.1")}
 
 
 def test_dict_without_text_starts_supervisors_then_actors():
@@ -506,6 +721,13 @@ def test_check_imports_reports_each_broken_actor(actor_base, tmp_path, monkeypat
         f"cannot load {__name__}:NotAnActor: TypeError:")
 
 
+def test_check_imports_reports_a_pool_once(actor_base):
+    config = parse_config(ROOT + actor("pool", class_path="alysd_no_such_module_x:C",
+                                       body="instances = 3")
+                          + actor("good", class_path=f"{__name__}:GoodActor", body="instances = 2"))
+    assert [issue.path for issue in check_imports(config)] == ["actors.pool.class"]
+
+
 # --- properties --------------------------------------------------------------
 
 def toml_key(key: str) -> str:
@@ -554,8 +776,9 @@ def mostly(valid: st.SearchStrategy, other: st.SearchStrategy = junk) -> st.Sear
     return st.integers(0, 9).flatmap(lambda i: other if i == 9 else valid)
 
 
-names = mostly(st.sampled_from(["alys", "sub", "engine", "a", "b"]),
-               st.sampled_from(["Bad", "x y", ""]) | short_text)
+LONGEST = "w" * MAX_NAME  # a valid name no pool member name fits
+names = mostly(st.sampled_from(["alys", "sub", "engine", "a", "b", LONGEST]),
+               st.sampled_from(["Bad", "x y", "", "a.0"]) | short_text)
 durations = st.sampled_from(["250ms", "5s", "0s", "1.5m", "10 h", "5", "-1s", "2us"])
 plausible = {
     "parent": names, "supervisor": names,
@@ -567,6 +790,14 @@ plausible = {
     "memory_limit": st.sampled_from(["64MiB", "1GB", "0B", "12"]),
     "max_message_bytes": st.sampled_from(["16MiB", "1kB", "x"]),
     "runtime_dir": st.sampled_from(["/run/alysd", ""]),
+    "state_dir": st.sampled_from(["/var/lib/alysd", ""]),
+    "dead_letter_capacity": st.integers(-1, 3),
+    "delivery": st.sampled_from(["at_least_once", "at_most_once", "exactly_once"]),
+    "max_batch": st.integers(-1, 3),
+    "instances": st.integers(0, 4) | st.sampled_from([MAX_INSTANCES, MAX_INSTANCES + 1]),
+    "routing": st.sampled_from(["round_robin", "least_loaded", "random"]),
+    "pool": names,
+    "subscribe": st.lists(st.sampled_from(["tick", "block_imported", ""]), max_size=2),
     "cpu_limit": st.sampled_from([0.5, 2, 0, -1, float("inf")]),
     "multiplier": st.sampled_from([1, 2.5, 0.5]),
     "max_retries": st.integers(-1, 12), "capacity": st.integers(-1, 3),
@@ -576,7 +807,8 @@ plausible = {
     "shutdown_timeout": durations | st.just("brutal_kill"),
 }
 for duration_key in ("heartbeat_interval", "start_timeout", "within_time", "initial_delay",
-                     "max_delay", "reset_after", "recovery_timeout"):
+                     "max_delay", "reset_after", "recovery_timeout", "delivery_timeout",
+                     "max_wait"):
     plausible[duration_key] = durations
 
 
@@ -591,18 +823,21 @@ def table_of(keys: list[str], required: tuple[str, ...] = ()) -> st.SearchStrate
                                               for key in dict.fromkeys(picked[0] + picked[1])}))
 
 
-plausible["mailbox"] = table_of(["capacity", "backpressure"])
+plausible["mailbox"] = table_of(["capacity", "backpressure", "delivery", "max_retries"])
+plausible["batch"] = table_of(["max_batch", "max_wait"])
 actor_keys = ["supervisor", "class", "strategy", "restart", "memory_limit", "cpu_limit",
               "start_timeout", "shutdown_timeout", "initial_delay", "max_delay", "multiplier",
               "max_retries", "reset_after", "failure_threshold", "recovery_timeout",
-              "success_threshold", "mailbox", "config"]
+              "success_threshold", "mailbox", "batch", "instances", "routing", "pool",
+              "subscribe", "config"]
 actor_tables = table_of(actor_keys, required=("supervisor", "class"))
 sections = st.fixed_dictionaries({
     "supervisors": st.dictionaries(names, table_of(["parent", "strategy", "max_retries",
                                                     "within_time"]), max_size=4),
 }, optional={
-    "system": table_of(["runtime_dir", "heartbeat_interval", "start_timeout",
-                        "shutdown_timeout", "max_message_bytes", "log_level"]),
+    "system": table_of(["runtime_dir", "state_dir", "heartbeat_interval", "start_timeout",
+                        "shutdown_timeout", "max_message_bytes", "log_level",
+                        "dead_letter_capacity", "delivery_timeout"]),
     "actors": st.dictionaries(names, actor_tables, max_size=4),
 })
 documents = st.tuples(sections, mostly(st.just({}), st.fixed_dictionaries({"extra": junk}))).map(
@@ -610,13 +845,25 @@ documents = st.tuples(sections, mostly(st.just({}), st.fixed_dictionaries({"extr
 
 
 def assert_sound(config: Config) -> None:
-    """What a Config promises: one root, resolvable references, depth-first order."""
+    """What a Config promises: one root, resolvable references, depth-first order,
+    pools replaced by their members, consecutive and in index order."""
     assert config.supervisors[config.root].parent is None
     assert config.start_order[0] == ("supervisor", config.root)
     assert len(config.start_order) == len(config.supervisors) + len(config.actors)
     for name in list(config.supervisors) + list(config.actors):
         assert config.path(name)[0] == config.root
+        assert len(name) <= MAX_NAME
     assert config.actors_under(config.root) == list(config.actors)
+    order = [name for _, name in config.start_order]
+    for pool, members in config.pools.items():
+        assert pool not in config.actors and len(members) > 1
+        assert members == tuple(f"{pool}.{i}" for i in range(len(members)))
+        start = order.index(members[0])
+        assert tuple(order[start:start + len(members)]) == members
+        assert config.resolve_actor(pool) == list(members)
+        assert {config.actors[m].instances for m in members} == {len(members)}
+    assert {name: spec.pool for name, spec in config.actors.items() if spec.pool} == {
+        member: pool for pool, members in config.pools.items() for member in members}
 
 
 @settings(max_examples=150, deadline=None)
@@ -624,7 +871,9 @@ def assert_sound(config: Config) -> None:
     ["[system]", "[supervisors.alys]", "[supervisors.sub]", "parent = 'alys'", "[actors.e]",
      "supervisor = 'alys'", "supervisor = 'sub'", "class = 'm:C'", "strategy = 'never'",
      "capacity = 3", "[actors.e.mailbox]", "x = 1", "max_retries = -1", "log_level = 'info'",
-     "within_time = '1s'", "[[actors.q]]", "a = [[[", "= ", "'"]), max_size=12).map("\n".join))
+     "within_time = '1s'", "[[actors.q]]", "a = [[[", "= ", "'", "instances = 2",
+     "routing = 'least_loaded'", "[actors.e.batch]", "max_batch = 2", "pool = 'e'",
+     "delivery = 'at_most_once'"]), max_size=12).map("\n".join))
 def test_arbitrary_text_yields_config_or_config_error(text):
     try:
         config = parse_config(text)
@@ -669,12 +918,14 @@ def test_generated_documents_yield_config_or_located_issues(data):
 
 @st.composite
 def trees(draw):
-    """A valid tree and the file order of its tables: (text, parent of each node)."""
+    """A valid tree and the file order of its tables: (text, file order, parent of
+    each node, instances of each actor)."""
     supervisors = [f"s{i}" for i in range(draw(st.integers(1, 4)))]
     parent = {name: (draw(st.sampled_from(supervisors[:i])) if i else None)
               for i, name in enumerate(supervisors)}
     actors = [f"a{i}" for i in range(draw(st.integers(0, 6)))]
     parent.update({name: draw(st.sampled_from(supervisors)) for name in actors})
+    instances = {name: draw(st.integers(1, 3)) for name in actors}
     nodes = draw(st.permutations(supervisors + actors))
     parts = []
     for name in nodes:
@@ -683,16 +934,23 @@ def trees(draw):
                          + (f'parent = "{parent[name]}"\n' if parent[name] else ""))
         else:
             parts.append(f'[actors.{name}]\nsupervisor = "{parent[name]}"\nclass = "m:C"\n'
+                         + (f"instances = {instances[name]}\n" if instances[name] > 1 else "")
                          + (f"[actors.{name}.mailbox]\ncapacity = 2\n"
                             if draw(st.booleans()) else ""))
-    return "".join(parts), nodes, parent
+    return "".join(parts), nodes, parent, instances
 
 
 @settings(max_examples=200, deadline=None)
 @given(trees())
 def test_start_order_is_file_order_depth_first(tree):
-    text, file_order, parent = tree
+    text, file_order, parent, instances = tree
     config = parse_config(text)
+
+    def placed(node: str) -> list[str]:
+        """A node as the config lists it: a pool stands for its members."""
+        count = instances.get(node, 1)
+        return [node] if count == 1 else [f"{node}.{i}" for i in range(count)]
+
     expected: list[str] = []
 
     def visit(supervisor: str) -> None:
@@ -702,12 +960,19 @@ def test_start_order_is_file_order_depth_first(tree):
                 if child.startswith("s"):
                     visit(child)
                 else:
-                    expected.append(child)
+                    expected.extend(placed(child))
 
     visit("s0")
     assert [name for _, name in config.start_order] == expected
     assert list(config.supervisors) == [n for n in expected if n.startswith("s")]
     assert list(config.actors) == [n for n in expected if n.startswith("a")]
+    pools: dict[str, list[str]] = {}
+    for name in expected:
+        if "." in name:
+            pools.setdefault(name.partition(".")[0], []).append(name)
+    assert config.pools == {pool: tuple(members) for pool, members in pools.items()}
+    assert list(config.pools) == list(pools)  # in start order
     for supervisor in config.supervisors:
         assert [name for _, name in config.children(supervisor)] == [
-            n for n in file_order if parent[n] == supervisor]
+            member for n in file_order if parent[n] == supervisor for member in placed(n)]
+    assert_sound(config)

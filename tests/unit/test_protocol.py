@@ -75,7 +75,8 @@ def test_ctl_reply_with_error_gives_the_typed_exception(exc, cls, text):
 
 def test_every_command_is_documented():
     assert set(COMMANDS) == {"status", "tree", "restart", "stop", "start", "reset", "send",
-                             "version"}
+                             "version", "dead_letters", "dead_letters_replay",
+                             "dead_letters_purge", "filter_add", "filter_list", "filter_remove"}
     for name, cmd in COMMANDS.items():
         assert cmd.name == name and cmd.doc
     assert {n for n, c in COMMANDS.items() if c.mutating} == {"restart", "stop", "start", "reset",
@@ -124,7 +125,9 @@ def full_spec() -> ActorSpec:
 
 def boot(spec: ActorSpec) -> ActorBoot:
     return ActorBoot(spec=spec, incarnation=9, runtime_dir="/run/alysd",
-                     heartbeat_interval=1.0, max_message_bytes=16 << 20, wait_for_go=False)
+                     heartbeat_interval=1.0, max_message_bytes=16 << 20,
+                     dead_letters="/var/lib/alysd/dead-letters", dead_letter_capacity=10,
+                     delivery_timeout=30.0, wait_for_go=False)
 
 
 @pytest.mark.parametrize("msg", [
