@@ -60,7 +60,8 @@ _ACK, _REPLY, _ERROR = int(Kind.ACK), int(Kind.REPLY), int(Kind.ERROR)
 class Outbox:
     """Everything one sender has in flight to one receiver (an actor, not a pool)."""
 
-    __slots__ = ("target", "slot", "peer", "sock", "tracked", "pending", "sends")
+    __slots__ = ("target", "slot", "peer", "sock", "tracked", "pending", "sends", "incarnation",
+                 "stashed")
 
     def __init__(self, target: str, slot: int, peer: Peer, sock: zmq.Socket):
         self.target = target
@@ -71,6 +72,10 @@ class Outbox:
         # message id -> [frame, incarnation it went to (0 = not sent yet), since]
         self.pending: dict[int, list] = {}
         self.sends = 0
+        # The receiver's incarnation as of the last tend: everything pending was
+        # sent to it or is stashed, so a tend only scans when this changes.
+        self.incarnation = 0
+        self.stashed = 0
 
 
 class Courier:
@@ -95,6 +100,7 @@ class Courier:
         self.replies: dict[int, Envelope] = {}
         self._round_robin: dict[str, int] = {}
         self.unacked = 0
+        self._next_tend = 0.0
 
     # --- routing --------------------------------------------------------------------
 
@@ -175,11 +181,12 @@ class Courier:
             raise
 
     def _dispatch(self, box: Outbox, mid: int, frame: bytes) -> None:
-        incarnation, state = self.table.state(box.slot)
+        incarnation, state = self._ready_to_push(box)
         if state == RUNNING or not box.tracked:
             self._push(box, mid, frame)
         else:
             incarnation = 0      # stashed until the receiver runs again
+            box.stashed += 1
         if box.tracked:
             box.pending[mid] = [frame, incarnation, time.monotonic()]
             self.unacked += 1
@@ -196,6 +203,16 @@ class Courier:
             raise (MailboxFull if box.peer.backpressure is Backpressure.FAIL else ActorUnavailable)(
                 f"actor {box.target!r} accepted nothing for "
                 f"{_get(box.sock, zmq.SNDTIMEO)} ms", actor=box.target, message_id=mid) from None
+
+    def _ready_to_push(self, box: Outbox) -> tuple[int, int]:
+        """The receiver's (incarnation, state), after sending whatever must go
+        before a new message to keep FIFO order: what was stashed while it was
+        down, and what its previous incarnation died holding."""
+        incarnation, state = self.table.state(box.slot)
+        if state == RUNNING and box.tracked and (incarnation != box.incarnation or box.stashed):
+            self.read_receipts(box)
+            self._redeliver(box, incarnation)
+        return incarnation, state
 
     def _has_room(self, box: Outbox) -> bool:
         capacity = box.peer.capacity
@@ -277,9 +294,19 @@ class Courier:
 
     # --- looking after unacknowledged messages ---------------------------------------
 
+    def tend_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_tend:
+            self._next_tend = now + TEND_INTERVAL
+            self.tend()
+
     def tend(self) -> None:
         """Read receipts, send what waited for a receiver to run, redeliver what a
-        dead incarnation held, dead-letter what waited too long."""
+        dead incarnation held, dead-letter what waited too long.
+
+        Costs one socket-option read and one table read per receiver with
+        messages in flight, unless that receiver's incarnation changed (then
+        its pending messages are scanned once)."""
         now = time.monotonic()
         for box in self.outboxes.values():
             if not box.pending:
@@ -289,12 +316,15 @@ class Courier:
                 continue
             incarnation, state = self.table.state(box.slot)
             if state == RUNNING:
-                self._redeliver(box, incarnation)
+                if incarnation != box.incarnation or box.stashed:
+                    self._redeliver(box, incarnation)
             else:
                 self._expire(box, now)
 
     def _redeliver(self, box: Outbox, incarnation: int) -> None:
         stale = [mid for mid, entry in box.pending.items() if entry[1] != incarnation]
+        box.incarnation = incarnation
+        box.stashed = 0
         if not stale:
             return
         crashed, crashes = self.table.crashes(box.slot)
@@ -319,14 +349,19 @@ class Courier:
         return True
 
     def _expire(self, box: Outbox, now: float) -> None:
+        # Pending messages are in sending order, so the expired ones come first.
         limit = now - self.delivery_timeout
-        for mid, entry in list(box.pending.items()):
-            if entry[2] < limit:
-                del box.pending[mid]
-                self.unacked -= 1
-                self.sink.add(Reason.TIMEOUT, sender=self.name, target=box.target, message_id=mid,
-                              frame=entry[0], detail=f"{box.target!r} was not running for "
-                              f"{self.delivery_timeout:g}s")
+        expired = []
+        for mid, entry in box.pending.items():
+            if entry[2] >= limit:
+                break
+            expired.append(mid)
+        for mid in expired:
+            entry = box.pending.pop(mid)
+            self.unacked -= 1
+            self.sink.add(Reason.TIMEOUT, sender=self.name, target=box.target, message_id=mid,
+                          frame=entry[0], detail=f"{box.target!r} was not running for "
+                          f"{self.delivery_timeout:g}s")
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -387,7 +422,7 @@ class _Call:
                                              route=to if to != target else None)
         courier._admit(box, self.mid, self.frame, timeout)
         courier.waiting.add(self.mid)
-        incarnation, state = courier.table.state(box.slot)
+        incarnation, state = courier._ready_to_push(box)
         # The incarnation holding the request; 0 while none does (an untracked
         # request pushed to a receiver that is down latches onto the next one).
         self.sent_to = 0

@@ -24,25 +24,22 @@ class DeadLetterSink:
         self.written = 0
         self.lost = 0
         self._queue: DeadLetterQueue | None = None
-        self._pending: list[DeadLetter] = []
+        self.pending: list[DeadLetter] = []
         self._rate_limited = RateLimitedLog(log)
-
-    def __len__(self) -> int:
-        return len(self._pending)
 
     def add(self, reason: Reason, *, sender: str, target: str, message_id: int, frame: bytes,
             detail: str | None = None) -> None:
         """Queue one letter for the next ``flush`` and log it (rate-limited)."""
         letter = DeadLetter(reason=reason.value, sender=sender, target=target,
                             message_id=message_id, frame=bytes(frame), detail=detail)
-        self._pending.append(letter)
+        self.pending.append(letter)
         self._rate_limited.dead_letter(letter)
 
     def flush(self) -> None:
         """Write every queued letter in one transaction."""
-        if not self._pending:
+        if not self.pending:
             return
-        letters, self._pending = self._pending, []
+        letters, self.pending = self.pending, []
         try:
             if self._queue is None:
                 self._queue = DeadLetterQueue(self.path, capacity=self.capacity)

@@ -197,6 +197,7 @@ class ActorProcess:
         self._idle = False
         self._next_beat = 0.0
         self._rcvtimeo = -1
+        self._depth_shown = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_handler = inspect.iscoroutinefunction(self.actor.handle_message)
         batch_handler = getattr(self.actor, "handle_batch", None)
@@ -348,7 +349,7 @@ class ActorProcess:
                 self._read_system_mail()
             self._heartbeat_if_due()
             if courier.busy:
-                courier.tend()
+                courier.tend_if_due()
             if self._delayed:
                 self._release_delayed()
             if mailbox:
@@ -366,8 +367,10 @@ class ActorProcess:
         """Before blocking: pay what is owed and set how long the block may last."""
         if self._receipts_owed:
             self._send_receipts()
-        self.sink.flush()
-        self.table.set_depth(self.slot, 0)
+        if self.sink.pending:
+            self.sink.flush()
+        if self._depth_shown:
+            self._show_depth()
         wait = self._next_beat - time.monotonic()
         if self.courier.busy:
             wait = min(wait, TEND_INTERVAL)
@@ -397,7 +400,14 @@ class ActorProcess:
             except zmq.Again:
                 break
             self._accept(ident)
-        self.table.set_depth(self.slot, len(self.mailbox))
+        self._show_depth()
+
+    def _show_depth(self) -> None:
+        """Publish the mailbox depth in the actor table (for senders and status)."""
+        depth = len(self.mailbox)
+        if depth != self._depth_shown:
+            self.table.set_depth(self.slot, depth)
+            self._depth_shown = depth
 
     def _handle_mailbox(self) -> None:
         mailbox = self.mailbox
@@ -413,6 +423,8 @@ class ActorProcess:
             if self._system_mail:
                 self._read_system_mail()
             self._heartbeat_if_due()
+            if self.courier.busy:
+                self.courier.tend_if_due()
 
     # --- taking messages in -------------------------------------------------------------
 
@@ -671,7 +683,7 @@ class ActorProcess:
                 pass   # the sender is gone or not reading: it redelivers what it still holds
         self._receipts.clear()
         self._receipts_owed = 0
-        self.table.set_depth(self.slot, len(self.mailbox))
+        self._show_depth()
 
     def _reply(self, ident: bytes, env: Envelope, result: Any, error: bool = False) -> None:
         """Answer a request; a reply that cannot travel becomes an error reply."""

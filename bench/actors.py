@@ -22,6 +22,8 @@ the driver scripts check that the two agree before they measure anything.
 
 from __future__ import annotations
 
+import os
+import random
 import time
 
 from alysd import Actor
@@ -92,3 +94,183 @@ class Sink(Actor):
         self.count += 1
         self.last = now
         return None
+
+
+# --- batching (bench.batching) ----------------------------------------------------
+
+
+class BatchBlaster(Actor):
+    """On ``{"n": N, "batch": B}``: N messages to ``config.target`` as
+    ``ctx.send_batch`` calls of B ``payload(i)`` each (each list built and
+    encoded in the loop, as ``RawOneWay.run_batched`` does), then one request
+    ``{"op": "count"}`` to the sink, queued behind them; replies with the send
+    time and the sink's figures."""
+
+    def started(self, ctx):
+        self.target = ctx.config["target"]
+
+    def handle_message(self, message, ctx):
+        n, size = int(message["n"]), int(message.get("batch", 64))
+        send_batch, target, clock = ctx.send_batch, self.target, time.perf_counter_ns
+        t0 = clock()
+        for start in range(0, n, size):
+            send_batch(target, [payload(i) for i in range(start, min(start + size, n))])
+        t1 = clock()
+        stats = ctx.request(target, {"op": "count"}, timeout=float(message.get("timeout", 60.0)))
+        return {"send_ns": t1 - t0, "t0_ns": t0, **stats}
+
+
+class BatchSink(Actor):
+    """Counts the messages ``handle_batch`` is given; ``{"op": "count"}`` (a
+    request, which is never batched) answers ``{"count", "batches", "first_n",
+    "first_ns", "last_ns"}`` and resets them. The stamps are taken with
+    ``perf_counter_ns`` when ``handle_batch`` starts, i.e. once the batch is
+    decoded; ``first_n`` is the size of the first batch."""
+
+    def started(self, ctx):
+        self._reset()
+
+    def _reset(self):
+        self.count = self.batches = self.first_n = self.first = self.last = 0
+
+    def handle_batch(self, messages, ctx):
+        now = time.perf_counter_ns()
+        if not self.count:
+            self.first = now
+            self.first_n = len(messages)
+        self.count += len(messages)
+        self.batches += 1
+        self.last = now
+
+    def handle_message(self, message, ctx):
+        if message.get("op") == "count":
+            out = {"count": self.count, "batches": self.batches, "first_n": self.first_n,
+                   "first_ns": self.first, "last_ns": self.last}
+            self._reset()
+            return out
+        self.handle_batch([message], ctx)
+        return None
+
+
+# --- soak (bench.soak) ---------------------------------------------------------------
+#
+# Every SoakPeer keeps one journal, ``<config.dir>/<name>.log``, appended and
+# flushed per line (no fsync: a SIGKILL does not lose what was written):
+#
+#   I <incarnation> <unix time>       an incarnation started
+#   A <seq> <to> <unix time>          message "<name>:<seq>" was accepted by ctx.send
+#   E <seq> <to> <error>              ctx.send raised: not accepted
+#   H <sender>:<seq> <unix time>      a message was handled
+#
+# Sequence numbers are reserved in blocks in ``<name>.seq`` (replaced
+# atomically) before they are used, so a new incarnation never reuses the
+# number of a message its predecessor may have sent but not journalled.
+
+SEQ_BLOCK = 1000
+
+
+class SoakPeer(Actor):
+    """``{"k": K}`` (from the ticker): send K messages ``{"id": "<name>:<seq>"}``
+    to random other peers. ``{"id": ...}``: journal it as handled."""
+
+    def started(self, ctx):
+        cfg = ctx.config
+        self.others = [p for p in cfg["peers"] if p != ctx.name]
+        self.rng = random.Random()
+        base = os.path.join(cfg["dir"], ctx.name)
+        self.seq_path = base + ".seq"
+        try:
+            with open(self.seq_path) as f:
+                self.seq = int(f.read().strip() or 0)
+        except FileNotFoundError:
+            self.seq = 0
+        self.reserved = self.seq
+        self.journal = open(base + ".log", "a")
+        # "\n" first: a line its predecessor was writing when killed stays apart.
+        self.journal.write(f"\nI {ctx.incarnation} {time.time():.6f}\n")
+        self.journal.flush()
+
+    def stopped(self, ctx):
+        self.journal.close()
+
+    def _reserve(self) -> None:
+        self.reserved = self.seq + SEQ_BLOCK
+        tmp = self.seq_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(self.reserved))
+        os.replace(tmp, self.seq_path)
+
+    def handle_message(self, message, ctx):
+        journal = self.journal
+        mid = message.get("id")
+        if mid is not None:
+            journal.write(f"H {mid} {time.time():.6f}\n")
+            journal.flush()
+            return None
+        k = int(message.get("k", 0))
+        for _ in range(k):
+            if self.seq >= self.reserved:
+                self._reserve()
+            seq = self.seq
+            self.seq += 1
+            to = self.rng.choice(self.others)
+            try:
+                ctx.send(to, {"id": f"{ctx.name}:{seq}"})
+            except Exception as exc:
+                journal.write(f"E {seq} {to} {type(exc).__name__}\n")
+            else:
+                journal.write(f"A {seq} {to} {time.time():.6f}\n")
+            journal.flush()
+        return None
+
+
+class SoakTicker(Actor):
+    """Paces the soak's load: after ``{"op": "start", "rate": R, "interval": S}``
+    it sends every peer ``{"k": K}`` every S seconds, K chosen so that each peer
+    is asked for R messages/s since the start (late ticks ask for more). The
+    pace is kept by a tick the ticker sends itself, sleeping in its handler
+    until the tick is due, so requests (``{"op": "stop"}``) are served between
+    ticks. Never killed by the soak."""
+
+    def started(self, ctx):
+        self.peers = list(ctx.config["peers"])
+        self.running = False
+        self.generation = 0
+        self.ticks = self.asked = self.late = 0
+
+    def handle_message(self, message, ctx):
+        op = message.get("op")
+        if op == "tick":
+            if self.running and message.get("gen") == self.generation:
+                self._tick(ctx)
+            return None
+        if op == "start":
+            self.rate = float(message["rate"])
+            self.interval = float(message.get("interval", 0.02))
+            self.t0 = time.monotonic()
+            self.ticks = self.asked = self.late = 0
+            self.generation += 1
+            self.running = True
+            ctx.send(ctx.name, {"op": "tick", "gen": self.generation})
+            return {"started": True}
+        if op == "stop":
+            self.running = False
+            return {"ticks": self.ticks, "asked_per_peer": self.asked, "late": self.late,
+                    "seconds": time.monotonic() - self.t0}
+        return None
+
+    def _tick(self, ctx):
+        due_at = self.t0 + (self.ticks + 1) * self.interval
+        wait = due_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        elif wait < -self.interval:
+            self.late += 1
+        self.ticks = max(self.ticks + 1, int((time.monotonic() - self.t0) / self.interval))
+        due = int((time.monotonic() - self.t0) * self.rate)
+        k = due - self.asked
+        if k > 0:
+            for peer in self.peers:
+                ctx.send(peer, {"k": k})
+            self.asked = due
+        ctx.send(ctx.name, {"op": "tick", "gen": self.generation})

@@ -123,3 +123,35 @@ def wait_all_running(d, n: int, timeout: float, tree_interval: float = 2.0) -> N
 
 def uss_median(pids: list[int]) -> float:
     return median(psutil.Process(pid).memory_full_info().uss for pid in pids)
+
+
+def config_toml(actors: Iterable[dict], *, supervisor: str = SUPERVISOR,
+                strategy: str = "one_for_one", max_retries: int = 3, within_time: str = "5s",
+                system: dict | None = None, log_level: str = "info") -> str:
+    """A config with one root supervisor and the given actors, started in the
+    order given. Each actor is a dict: ``name``, ``class``, and optionally
+    ``config``, ``mailbox``, ``batch`` (each a table of that name under the
+    actor) and ``options`` (plain keys of the actor's own table, e.g.
+    ``strategy``)."""
+    lines = ["[system]", f'log_level = "{log_level}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in (system or {}).items()]
+    lines += ["", f"[supervisors.{supervisor}]", f'strategy = "{strategy}"',
+              f"max_retries = {max_retries}", f'within_time = "{within_time}"', ""]
+    for actor in actors:
+        name = actor["name"]
+        lines += [f"[actors.{name}]", f'supervisor = "{supervisor}"',
+                  f'class = "{actor["class"]}"']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in actor.get("options", {}).items()]
+        for table in ("config", "mailbox", "batch"):
+            if actor.get(table):
+                lines.append(f"[actors.{name}.{table}]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in actor[table].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def rate_at_receiver(stats: dict) -> float:
+    """msgs/s from a sink's ``{"count", "first_n", "first_ns", "last_ns"}``: the
+    messages after the first delivery, over the time from the first to the last
+    (``first_n`` is how many messages the first delivery carried; 1 when absent)."""
+    return (stats["count"] - stats.get("first_n", 1)) * 1e9 / (stats["last_ns"] - stats["first_ns"])

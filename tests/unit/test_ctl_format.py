@@ -1,5 +1,6 @@
-"""Tests of alysctl: the status table, the tree drawing, and the control client's
-fast "no daemon" answer."""
+"""Tests of alysctl: the status, dead-letter and filter tables, the tree drawing,
+the control client's fast "no daemon" answer, and the command lines parsed up to
+the request they send."""
 
 import os
 import socket
@@ -9,11 +10,22 @@ import time
 import msgspec
 import pytest
 import zmq
+from click.testing import CliRunner
 
 from alysd import zmq_bus
 from alysd.control import CtlReply, request_decoder, request_encoder
-from alysd.ctl import ControlClient, draw_tree, format_status
-from alysd.errors import AlysdError, NoDaemon, UnknownActor
+from alysd.ctl import (
+    ControlClient,
+    draw_tree,
+    format_dead_letters,
+    format_filters,
+    format_payload,
+    format_status,
+    format_time,
+    main,
+)
+from alysd.dead_letters import DeadLetter, describe
+from alysd.errors import AlysdError, CommandError, NoDaemon, UnknownActor
 from alysd.exits import LastExit
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import ErrorInfo
@@ -228,15 +240,244 @@ def test_call_raises_the_daemons_typed_error(short_tmp):
     def answer(req):
         yield CtlReply(req.id, False, error=info)
 
-    with FakeDaemon(rundir, answer):
-        with pytest.raises(UnknownActor, match="no actor or supervisor named 'ghost'") as exc:
-            ControlClient(rundir).call("stop", {"name": "ghost"}, timeout=5.0)
+    with FakeDaemon(rundir, answer), \
+            pytest.raises(UnknownActor, match="no actor or supervisor named 'ghost'") as exc:
+        ControlClient(rundir).call("stop", {"name": "ghost"}, timeout=5.0)
     assert exc.value.actor == "ghost"
 
 
 def test_call_times_out_when_the_daemon_does_not_answer(short_tmp):
     rundir = RuntimeDir(short_tmp)
-    with FakeDaemon(rundir, lambda req: []):
-        with pytest.raises(AlysdError, match="did not answer 'status' within 0.1s") as exc:
-            ControlClient(rundir).call("status", timeout=0.1)
+    with FakeDaemon(rundir, lambda req: []), \
+            pytest.raises(AlysdError, match="did not answer 'status' within 0.1s") as exc:
+        ControlClient(rundir).call("status", timeout=0.1)
     assert not isinstance(exc.value, NoDaemon)
+
+
+# --- format_dead_letters ------------------------------------------------------------------
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Local time is UTC for the test, so the TIME column is the same everywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def described(payload=None, *, frame=None, **over):
+    fields = {"reason": "mailbox_full", "sender": "engine", "target": "sync", "message_id": 7,
+              "detail": "capacity 10 reached", "time": 1700000000.0, "id": 12}
+    fields.update(over)
+    if frame is None:
+        frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, fields["message_id"], payload,
+                                        sender=fields["sender"], target=fields["target"])
+    return describe(DeadLetter(frame=frame, **fields))
+
+
+def test_dead_letter_table(utc):
+    result = {"letters": [described({"a": 1}),
+                          described(frame=b"\xc1", reason="rejected", sender="?", message_id=0,
+                                    detail=None, time=1700000001.0, id=11)],
+              "count": 2, "evicted": 3, "by_reason": {"mailbox_full": 4, "rejected": 1}}
+    assert format_dead_letters(result).split("\n") == [
+        "ID  TIME                 REASON        SENDER  TARGET  MSG ID  PAYLOAD        DETAIL",
+        "12  2023-11-14T22:13:20  mailbox_full  engine  sync    7       {\"a\":1}        capacity 10 reached",
+        "11  2023-11-14T22:13:21  rejected      ?       sync    0       (undecodable)  -",
+        "2 dead letters (3 evicted)",
+    ]
+
+
+def test_no_dead_letters():
+    assert format_dead_letters({"letters": [], "count": 0, "evicted": 0, "by_reason": {}}) == \
+        "no dead letters"
+    assert format_dead_letters({"letters": [], "count": 0, "evicted": 4, "by_reason": {}}) == \
+        "no dead letters (4 evicted)"
+
+
+def test_the_footer_says_when_only_the_newest_are_shown(utc):
+    one = {"letters": [described(1)], "count": 1, "evicted": 0, "by_reason": {}}
+    assert format_dead_letters(one).split("\n")[-1] == "1 dead letter (0 evicted)"
+    some = {"letters": [described(1)], "count": 120, "evicted": 9, "by_reason": {}}
+    assert format_dead_letters(some).split("\n")[-1] == \
+        "120 dead letters (9 evicted), the newest 1 shown"
+
+
+def test_payload_is_compact_json_cut_to_fit():
+    assert format_payload(described({"a": [1, 2], "b": None})) == '{"a":[1,2],"b":null}'
+    assert format_payload(described(None)) == "null"
+    assert format_payload(described(b"\x00")) == '{"base64":"AA=="}'
+    long = format_payload(described({"text": "x" * 200}))
+    assert len(long) == 60 and long.startswith('{"text":"xxx') and long.endswith("x…")
+    assert format_payload(described({"k": "abc"}), width=5) == '{"k"…'
+    assert format_payload(described(frame=b"")) == "(undecodable)"
+
+
+def test_wire_text_cannot_steer_the_terminal(utc):
+    letter = described({"s": "\u202e"}, sender="evil\x1b[2J", detail="line\nbreak")
+    out = format_dead_letters({"letters": [letter], "count": 1, "evicted": 0, "by_reason": {}})
+    assert "\x1b" not in out and "\u202e" not in out and len(out.split("\n")) == 3
+    assert "evil\\x1b[2J" in out and "line\\nbreak" in out and "\\u202e" in out
+
+
+def test_format_time(utc):
+    assert format_time(1700000000.75) == "2023-11-14T22:13:20"
+    assert format_time(0) == "-" and format_time(None) == "-"
+
+
+# --- format_filters -----------------------------------------------------------------------
+
+def rule(**over):
+    base = {"id": 1, "sender": None, "receiver": "sync", "message_type": None, "action": "drop",
+            "rate": 1.0, "delay": None, "matched": 5}
+    base.update(over)
+    return base
+
+
+def test_filter_table():
+    result = {"filters": [rule(), rule(id=2, sender="engine*", receiver=None,
+                                       message_type="block", action="delay", rate=0.25,
+                                       delay=0.1, matched=0)]}
+    assert format_filters(result).split("\n") == [
+        "ID  FROM     TO    TYPE   ACTION       RATE  MATCHED",
+        "1   *        sync  *      drop         1     5",
+        "2   engine*  *     block  delay 100ms  0.25  0",
+    ]
+
+
+def test_no_filters():
+    assert format_filters({"filters": []}) == "no filters"
+
+
+# --- command lines ----------------------------------------------------------------------------
+
+def cli(rundir: str, *args: str):
+    return CliRunner().invoke(main, ["--runtime-dir", rundir, *args])
+
+
+def cli_against(rundir: str, result, *args: str):
+    """Run alysctl against a fake daemon answering ``result``; (cli result, requests)."""
+    def answer(req):
+        yield CtlReply(req.id, True, result=msgspec.Raw(zmq_bus.encode(result)))
+
+    with FakeDaemon(RuntimeDir(rundir), answer) as daemon:
+        got = cli(rundir, *args)
+    return got, [(r.command, r.args) for r in daemon.requests]
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["filter", "add"], "give exactly one action"),
+    (["filter", "add", "--from", "a"], "give exactly one action"),
+    (["filter", "add", "--drop", "--duplicate"], "(got --drop and --duplicate)"),
+    (["filter", "add", "--drop", "--delay", "1s"], "(got --drop and --delay)"),
+    (["filter", "add", "--drop", "--rate", "0"], "--rate"),
+    (["filter", "add", "--drop", "--rate", "1.5"], "--rate"),
+    (["filter", "add", "--drop", "--rate", "often"], "--rate"),
+    (["filter", "add", "--delay", "0s"], "must be longer than 0s"),
+    (["filter", "add", "--delay", "soon"], "expected a duration"),
+    (["filter", "add", "--delay", "5"], "expected a duration"),
+    (["filter", "remove"], "give a filter ID or --all"),
+    (["filter", "remove", "3", "--all"], "give a filter ID or --all"),
+    (["filter", "remove", "0"], "ID"),
+    (["filter", "nope"], "No such command"),
+    (["dead-letters", "replay"], "Missing argument 'ID'"),
+    (["dead-letters", "replay", "0"], "ID"),
+    (["dead-letters", "replay", "x"], "ID"),
+    (["dead-letters", "--limit", "0"], "--limit"),
+    (["dead-letters", "--json", "purge"], "apply to the listing, not to 'purge'"),
+    (["dead-letters", "--limit", "3", "replay", "1"], "apply to the listing, not to 'replay'"),
+    (["dead-letters", "5"], "No such command"),
+])
+def test_usage_errors_exit_2_without_asking_the_daemon(short_tmp, args, complaint):
+    got = cli(short_tmp, *args)
+    assert got.exit_code == 2, got.output
+    assert complaint in got.output
+
+
+def test_a_valid_command_line_without_a_daemon_exits_3(short_tmp):
+    got = cli(short_tmp, "filter", "add", "--drop")
+    assert got.exit_code == 3
+    assert "no control socket" in got.output
+
+
+def test_filter_add_sends_the_whole_rule(short_tmp):
+    got, requests = cli_against(short_tmp, {"id": 4}, "filter", "add", "--from", "engine",
+                                "--to", "sync*", "--type", "block", "--delay", "100ms",
+                                "--rate", "0.5")
+    assert got.exit_code == 0, got.output
+    assert got.output == "added filter 4\n"
+    assert requests == [("filter_add", {"sender": "engine", "receiver": "sync*",
+                                        "message_type": "block", "action": "delay",
+                                        "rate": 0.5, "delay": 0.1})]
+
+
+@pytest.mark.parametrize("flag, action", [("--drop", "drop"), ("--duplicate", "duplicate")])
+def test_filter_add_defaults(short_tmp, flag, action):
+    _, requests = cli_against(short_tmp, {"id": 1}, "filter", "add", flag)
+    assert requests == [("filter_add", {"sender": None, "receiver": None, "message_type": None,
+                                        "action": action, "rate": 1.0, "delay": None})]
+
+
+def test_filter_list(short_tmp):
+    result = {"filters": [rule()]}
+    got, requests = cli_against(short_tmp, result, "filter", "list")
+    assert requests == [("filter_list", {})]
+    assert got.output == format_filters(result) + "\n"
+    got, _ = cli_against(short_tmp, result, "filter", "list", "--json")
+    assert msgspec.json.decode(got.output) == result
+
+
+def test_filter_remove(short_tmp):
+    got, requests = cli_against(short_tmp, {"removed": 3}, "filter", "remove", "--all")
+    assert requests == [("filter_remove", {"id": None, "all": True})]
+    assert got.output == "removed 3 filters\n"
+    got, requests = cli_against(short_tmp, {"removed": 1}, "filter", "remove", "7")
+    assert requests == [("filter_remove", {"id": 7, "all": False})]
+    assert got.output == "removed 1 filter\n"
+
+
+def test_removing_an_absent_filter_fails(short_tmp):
+    got, _ = cli_against(short_tmp, {"removed": 0}, "filter", "remove", "7")
+    assert got.exit_code == 1
+    assert "no filter 7" in got.output
+
+
+def test_dead_letters_lists_the_newest_50_by_default(short_tmp, utc):
+    result = {"letters": [described({"a": 1})], "count": 1, "evicted": 0,
+              "by_reason": {"mailbox_full": 1}}
+    got, requests = cli_against(short_tmp, result, "dead-letters")
+    assert got.exit_code == 0, got.output
+    assert requests == [("dead_letters", {"limit": 50})]
+    assert got.output == format_dead_letters(result) + "\n"
+
+
+def test_dead_letters_json_prints_the_whole_result(short_tmp):
+    result = {"letters": [described({"a": 1})], "count": 1, "evicted": 2,
+              "by_reason": {"mailbox_full": 3}}
+    got, requests = cli_against(short_tmp, result, "dead-letters", "--json", "--limit", "5")
+    assert requests == [("dead_letters", {"limit": 5})]
+    assert msgspec.json.decode(got.output) == result
+
+
+def test_dead_letters_replay_and_purge(short_tmp):
+    got, requests = cli_against(short_tmp, {"id": 3, "target": "sync", "message_id": 99},
+                                "dead-letters", "replay", "3")
+    assert requests == [("dead_letters_replay", {"id": 3})]
+    assert got.output == "re-sent dead letter 3 to sync as message 99\n"
+    got, requests = cli_against(short_tmp, {"purged": 12}, "dead-letters", "purge")
+    assert requests == [("dead_letters_purge", {})]
+    assert got.output == "purged 12 dead letters\n"
+
+
+def test_replay_of_an_unknown_letter_exits_1_with_the_daemons_message(short_tmp):
+    info = ErrorInfo.from_exception(CommandError("no dead letter 3"), actor=None,
+                                    message_id=None)
+
+    def answer(req):
+        yield CtlReply(req.id, False, error=info)
+
+    with FakeDaemon(RuntimeDir(short_tmp), answer):
+        got = cli(short_tmp, "dead-letters", "replay", "3")
+    assert got.exit_code == 1
+    assert "dead_letters_replay: no dead letter 3" in got.output
