@@ -53,8 +53,8 @@ SEND_TIMEOUT = 5.0          # how long a send may wait for room before it fails
 DRAIN_EVERY = 64            # read receipts at least every this many sends to a target
 _get, _set = zmq_bus.sockopt_get, zmq_bus.sockopt_set
 _NOBLOCK = int(zmq.NOBLOCK)
-_TELL, _ASK, _EVENT, _BATCH = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT), int(Kind.BATCH)
-_ACK, _REPLY, _ERROR = int(Kind.ACK), int(Kind.REPLY), int(Kind.ERROR)
+_TELL, _ASK, _EVENT = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT)
+_ACK, _ERROR = int(Kind.ACK), int(Kind.ERROR)
 
 
 class Outbox:
@@ -128,6 +128,9 @@ class Courier:
             # ZeroMQ's own high-water mark either.
             sock.setsockopt(zmq.SNDTIMEO, 0 if peer.backpressure is Backpressure.FAIL
                             else int(SEND_TIMEOUT * 1000))
+            # The receiver's capacity, not ZeroMQ's default of 1000, bounds what
+            # this sender has in flight (it keeps a copy of each until receipted).
+            sock.setsockopt(zmq.SNDHWM, peer.capacity + DRAIN_EVERY)
             box = self.outboxes[target] = Outbox(target, self.table.index[target], peer, sock)
         return box
 
@@ -183,7 +186,8 @@ class Courier:
     def _dispatch(self, box: Outbox, mid: int, frame: bytes) -> None:
         incarnation, state = self._ready_to_push(box)
         if state == RUNNING or not box.tracked:
-            self._push(box, mid, frame)
+            if not self._push(box, mid, frame):
+                return
         else:
             incarnation = 0      # stashed until the receiver runs again
             box.stashed += 1
@@ -194,15 +198,36 @@ class Courier:
         if box.sends % DRAIN_EVERY == 0:
             self.read_receipts(box)
 
-    def _push(self, box: Outbox, mid: int, frame: bytes) -> None:
+    def _push(self, box: Outbox, mid: int, frame: bytes) -> bool:
+        """Hand a new message to the socket. When the socket's buffers stay full
+        (a receiver that does not read): the drop policies dead-letter it and
+        return False; the others dead-letter it and raise."""
         try:
             box.sock.send(frame)
+            return True
         except zmq.Again:
-            self.sink.add(Reason.MAILBOX_FULL, sender=self.name, target=box.target, message_id=mid,
-                          frame=frame, detail="the receiver's socket buffers are full")
-            raise (MailboxFull if box.peer.backpressure is Backpressure.FAIL else ActorUnavailable)(
-                f"actor {box.target!r} accepted nothing for "
-                f"{_get(box.sock, zmq.SNDTIMEO)} ms", actor=box.target, message_id=mid) from None
+            pass
+        policy = box.peer.backpressure
+        detail = f"the socket to {box.target!r} stayed full for {_get(box.sock, zmq.SNDTIMEO)} ms"
+        if policy is Backpressure.DROP_NEWEST or policy is Backpressure.DROP_OLDEST:
+            self.sink.add(Reason.DROPPED_NEWEST, sender=self.name, target=box.target,
+                          message_id=mid, frame=frame, detail=detail)
+            return False
+        self.sink.add(Reason.MAILBOX_FULL, sender=self.name, target=box.target, message_id=mid,
+                      frame=frame, detail=detail)
+        raise (MailboxFull if policy is Backpressure.FAIL else ActorUnavailable)(
+            f"actor {box.target!r} accepts nothing: {detail}", actor=box.target,
+            message_id=mid)
+
+    @staticmethod
+    def _resend(box: Outbox, frame: bytes) -> bool:
+        """Hand a message already accepted to the socket again, never blocking
+        the loop; False when the socket is full (it is retried on a later tend)."""
+        try:
+            box.sock.send(frame, _NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
 
     def _ready_to_push(self, box: Outbox) -> tuple[int, int]:
         """The receiver's (incarnation, state), after sending whatever must go
@@ -332,8 +357,11 @@ class Courier:
             entry = box.pending[mid]
             if entry[1] and not self._retry(box, mid, entry, crashed, crashes):
                 continue
-            self._push(box, mid, entry[0])
-            entry[1] = incarnation
+            if self._resend(box, entry[0]):
+                entry[1] = incarnation
+            else:
+                entry[1] = 0          # prepared; sent on a later tend
+                box.stashed += 1
 
     def _retry(self, box: Outbox, mid: int, entry: list, crashed: int, crashes: int) -> bool:
         """Prepare a redelivery of a message a dead incarnation held; False (and
@@ -420,7 +448,8 @@ class _Call:
         self.mid, self.frame = courier.frame(target, _ASK, message, priority=priority,
                                              timeout=timeout,
                                              route=to if to != target else None)
-        courier._admit(box, self.mid, self.frame, timeout)
+        if not courier._admit(box, self.mid, self.frame, timeout):
+            raise self._dropped()
         courier.waiting.add(self.mid)
         incarnation, state = courier._ready_to_push(box)
         # The incarnation holding the request; 0 while none does (an untracked
@@ -428,9 +457,18 @@ class _Call:
         self.sent_to = 0
         self.pushed = False
         if state == RUNNING or not box.tracked:
-            courier._push(box, self.mid, self.frame)
+            if not courier._push(box, self.mid, self.frame):
+                raise self._dropped()
             self.pushed = True
             self.sent_to = incarnation if state == RUNNING else 0
+
+    def _dropped(self) -> MailboxFull:
+        """A request the receiver's drop policy refused: unlike a one-way
+        message, its sender is told, since it would otherwise wait for nothing."""
+        self.courier.waiting.discard(self.mid)
+        return MailboxFull(f"mailbox of {self.box.target!r} is full: request {self.mid} was "
+                           f"dead-lettered by its {self.box.peer.backpressure.value} policy",
+                           actor=self.box.target, message_id=self.mid)
 
     def remaining(self) -> float:
         remaining = self.deadline - time.monotonic()
@@ -489,8 +527,10 @@ class _Call:
                                     f"{crashes} incarnations in a row died handling it",
                                     actor=box.target, message_id=self.mid)
             self.frame = zmq_bus.redelivery(self.frame)[0]
-        courier._push(box, self.mid, self.frame)
-        self.pushed = True
-        self.sent_to = incarnation
+            self.sent_to = 0
+            self.pushed = False
+        if courier._resend(box, self.frame):
+            self.pushed = True
+            self.sent_to = incarnation
         return None
 

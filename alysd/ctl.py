@@ -397,7 +397,7 @@ def filter_group() -> None:
 @click.option("--delay", type=Duration(), metavar="DURATION",
               help='Deliver matching messages this much later, e.g. "100ms".')
 @click.option("--duplicate", is_flag=True, help="Deliver matching messages twice.")
-@click.option("--rate", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+@click.option("--rate", type=click.FloatRange(0, 1, min_open=True), default=1.0, metavar="R",
               show_default=True, help="The fraction of matching messages affected.")
 @click.pass_obj
 def filter_add(obj: dict, sender: str | None, receiver: str | None, message_type: str | None,

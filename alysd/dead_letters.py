@@ -87,6 +87,8 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
 
 class DeadLetterStats(msgspec.Struct, kw_only=True):
+    """What ``alysctl dead-letters`` reports beside the letters."""
+
     count: int                  # letters held now
     evicted: int                # letters evicted to stay bounded, since the store was created
     by_reason: dict[str, int]   # letters ever put, per reason
@@ -191,7 +193,8 @@ class DeadLetterQueue:
         return self.put_many([letter])[0]
 
     def put_many(self, letters: list[DeadLetter]) -> list[int]:
-        """Store ``letters`` in one transaction and return their ids, in order.
+        """Store ``letters`` in one transaction and return their ids, in order
+        (a batch larger than ``capacity`` evicts its own first letters).
 
         Raises ``TypeError`` (nothing stored) if a letter's fields do not have
         ``DeadLetter``'s types, ``DeadLetterStoreError`` if the store cannot take
@@ -202,7 +205,7 @@ class DeadLetterQueue:
         records = [self._encode(letter) for letter in letters]
         while True:
             try:
-                with self._transaction("write", write=True) as txn:
+                with self._transaction("write", write=True, map_full_raises=True) as txn:
                     return self._append(txn, records)
             except lmdb.MapFullError as exc:
                 # The byte budget keeps this rare: old pages still pinned by
@@ -260,26 +263,21 @@ class DeadLetterQueue:
         """Evict the oldest letters holding half the stored bytes, in a transaction
         of their own so that their pages are free for the next one; False when
         there is nothing left to evict."""
-        try:
-            with self._transaction("evict", write=True) as txn:
-                counters = self._counters(txn)
-                cursor = txn.cursor(db=self._letters)
-                goal = counters.bytes // 2
-                shed = 0
-                while cursor.first():
-                    counters.bytes -= len(cursor.value()) + _RECORD_OVERHEAD
-                    cursor.delete()
-                    shed += 1
-                    if counters.bytes <= goal:
-                        break
-                counters.bytes = max(counters.bytes, 0)
-                counters.evicted += shed
-                txn.put(_COUNTERS_KEY, _encoder.encode(counters), db=self._meta)
-            return shed > 0
-        except lmdb.MapFullError as exc:
-            raise DeadLetterStoreError(
-                f"dead-letter store {self.path!r} is too full to evict letters "
-                f"(map of {self.map_size} bytes)") from exc
+        with self._transaction("evict", write=True) as txn:
+            counters = self._counters(txn)
+            cursor = txn.cursor(db=self._letters)
+            goal = counters.bytes // 2
+            shed = 0
+            while cursor.first():
+                counters.bytes -= len(cursor.value()) + _RECORD_OVERHEAD
+                cursor.delete()
+                shed += 1
+                if counters.bytes <= goal:
+                    break
+            counters.bytes = max(counters.bytes, 0)
+            counters.evicted += shed
+            txn.put(_COUNTERS_KEY, _encoder.encode(counters), db=self._meta)
+        return shed > 0
 
     def remove(self, id: int) -> bool:
         """Delete letter ``id``; False if there is none."""
@@ -359,15 +357,20 @@ class DeadLetterQueue:
         return self._env
 
     @contextlib.contextmanager
-    def _transaction(self, action: str, *, write: bool = False) -> Iterator[lmdb.Transaction]:
+    def _transaction(self, action: str, *, write: bool = False,
+                     map_full_raises: bool = False) -> Iterator[lmdb.Transaction]:
         """A transaction whose LMDB failures become ``DeadLetterStoreError``
-        (except ``MapFullError``, which ``put_many`` handles)."""
+        (except, with ``map_full_raises``, ``MapFullError`` for the caller to handle)."""
         env = self._usable(action)
         try:
             with env.begin(write=write, buffers=True) as txn:
                 yield txn
-        except lmdb.MapFullError:
-            raise
+        except lmdb.MapFullError as exc:
+            if map_full_raises:
+                raise
+            raise DeadLetterStoreError(
+                f"dead-letter store {self.path!r}: {action} failed: its "
+                f"{self.map_size}-byte map is full") from exc
         except lmdb.Error as exc:
             raise DeadLetterStoreError(
                 f"dead-letter store {self.path!r}: {action} failed: {exc}") from exc

@@ -61,7 +61,7 @@ from alysd.protocol import (SYSTEM_MAIL, ActorBoot, Directory, Filters, FilterRu
                             Hello, Ready, Subscribe, Subscribers)
 from alysd.system_channel import ActorLink
 from alysd.runtime_dir import RuntimeDir
-from alysd.zmq_bus import Envelope, Kind, Priority, RoutingKind
+from alysd.zmq_bus import Envelope, Kind, Priority
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
 DRAIN_BATCH = 256           # messages moved from the socket to the mailbox per pass

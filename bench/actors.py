@@ -152,6 +152,24 @@ class BatchSink(Actor):
         return None
 
 
+# --- delivery cost (bench.delivery_cost) -------------------------------------------
+
+
+class StampedBlaster(Blaster):
+    """``Blaster`` that also returns ``t0_ns``, the ``perf_counter_ns`` just
+    before its first send, for an end-to-end rate (first send -> last handled)."""
+
+    def handle_message(self, message, ctx):
+        n = int(message["n"])
+        send, target, clock = ctx.send, self.target, time.perf_counter_ns
+        t0 = clock()
+        for i in range(n):
+            send(target, payload(i))
+        t1 = clock()
+        stats = ctx.request(target, {"op": "count"}, timeout=float(message.get("timeout", 60.0)))
+        return {"send_ns": t1 - t0, "t0_ns": t0, **stats}
+
+
 # --- soak (bench.soak) ---------------------------------------------------------------
 #
 # Every SoakPeer keeps one journal, ``<config.dir>/<name>.log``, appended and

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import msgspec
 
@@ -123,3 +124,102 @@ class Ledger(Actor):
             self.balances[m.to] = self.balances.get(m.to, 0) + m.amount
             return self.balances[m.to]
         return self.balances.get(m.account, 0)
+
+
+# --- delivery, routing and dead-letter tests --------------------------------------------------
+
+def _record(path: str, entry: dict) -> None:
+    """One JSON line, opened and closed per call: nothing is buffered when the process is
+    SIGKILLed."""
+    with open(path, "a") as f:
+        f.write(msgspec.json.encode(entry).decode() + "\n")
+
+
+def _hold(path: str, limit: float = 10.0) -> None:
+    """Busy until the file ``path`` exists (a test releases the handler by creating it)."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+class Recorder(Actor):
+    """Appends one JSON line per message it begins to handle to ``config["journal"]``:
+    ``{"name", "m", "retry", "priority", "kind", "incarnation"}``; then does what the
+    message says (when it is a dict):
+
+        {"sleep": s}       sleep s seconds (a busy handler)
+        {"hold": path}     stay busy until the file ``path`` exists (at most 10 s)
+        {"die": true}      os._exit(1), every time
+
+    A request is answered with ``{"name", "incarnation", "retry", "pid"}``.
+    """
+
+    def handle_message(self, m, ctx):
+        env = ctx.message
+        _record(ctx.config["journal"], {
+            "name": ctx.name, "m": m, "retry": env.metadata.retry_count,
+            "priority": int(env.priority), "kind": int(env.kind),
+            "incarnation": ctx.incarnation})
+        if isinstance(m, dict):
+            if m.get("sleep"):
+                time.sleep(m["sleep"])
+            if m.get("hold"):
+                _hold(m["hold"])
+            if m.get("die"):
+                os._exit(1)
+        return {"name": ctx.name, "incarnation": ctx.incarnation,
+                "retry": env.metadata.retry_count, "pid": os.getpid()}
+
+
+class Subscriber(Recorder):
+    """A Recorder that subscribes at run time (``ctx.subscribe``) to every event type
+    in ``config["subscribe_to"]``, in ``started``, so each incarnation subscribes anew."""
+
+    def started(self, ctx):
+        for event in ctx.config.get("subscribe_to", ()):
+            ctx.subscribe(event)
+
+
+class BatchRecorder(Actor):
+    """Handles one-way messages in batches: one JSON line ``{"batch": [...]}`` per
+    ``handle_batch`` call in ``config["journal"]``; a request is recorded as
+    ``{"single": m}`` and answered with ``"pong"``."""
+
+    def handle_batch(self, messages, ctx):
+        _record(ctx.config["journal"], {"batch": list(messages)})
+
+    def handle_message(self, m, ctx):
+        _record(ctx.config["journal"], {"single": m})
+        return "pong"
+
+
+class Pump(Actor):
+    """Sends on request. ``{"to", "msgs": [...], "priority": "low"|..., "timeout": s,
+    "batch": n}`` sends each message as a tell (or, with ``batch``, in ``send_batch``
+    chunks of n) and answers ``{"results": ["ok" | error kind, ...], "elapsed": s}``,
+    one result per tell or chunk. ``{"publish": event, "msg": m}`` answers how many
+    subscribers ``publish`` reached."""
+
+    def handle_message(self, m, ctx):
+        from alysd.errors import AlysdError
+        from alysd.zmq_bus import Priority
+
+        if "publish" in m:
+            return ctx.publish(m["publish"], m["msg"])
+        priority = Priority[m.get("priority", "normal").upper()]
+        timeout = m.get("timeout", 5.0)
+        msgs = m["msgs"]
+        size = m.get("batch")
+        units = [msgs[i:i + size] for i in range(0, len(msgs), size)] if size else msgs
+        results = []
+        began = time.monotonic()
+        for unit in units:
+            try:
+                if size:
+                    ctx.send_batch(m["to"], unit, priority=priority, timeout=timeout)
+                else:
+                    ctx.send(m["to"], unit, priority=priority, timeout=timeout)
+                results.append("ok")
+            except AlysdError as exc:
+                results.append(getattr(exc, "kind", type(exc).__name__))
+        return {"results": results, "elapsed": time.monotonic() - began}

@@ -79,8 +79,9 @@ def test_every_command_is_documented():
                              "dead_letters_purge", "filter_add", "filter_list", "filter_remove"}
     for name, cmd in COMMANDS.items():
         assert cmd.name == name and cmd.doc
-    assert {n for n, c in COMMANDS.items() if c.mutating} == {"restart", "stop", "start", "reset",
-                                                                  "send"}
+    assert {n for n, c in COMMANDS.items() if c.mutating} == {
+        "restart", "stop", "start", "reset", "send", "dead_letters_replay", "dead_letters_purge",
+        "filter_add", "filter_remove"}
 
 
 # --- system channel --------------------------------------------------------------------
