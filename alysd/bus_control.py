@@ -46,6 +46,10 @@ class Recipient:
 class BusControl:
     def __init__(self, dead_letter_path: str, dead_letter_capacity: int, max_bytes: int):
         self.rules: dict[int, FilterRule] = {}
+        # filter id -> matches counted by incarnations that ended; and by live
+        # ones, per actor, as of their last heartbeat
+        self.hits_done: dict[int, int] = {}
+        self.hits_live: dict[str, dict[int, int]] = {}
         self._next_rule = 1
         # event type -> actor name -> the name it subscribed under (itself or its pool)
         self.subscriptions: dict[str, dict[str, str]] = {}
@@ -98,8 +102,16 @@ class BusControl:
             recipient.pool or recipient.name)
         self._broadcast(everyone, self._subscribers())
 
+    def heard(self, name: str, filter_hits: dict[int, int]) -> None:
+        """An incarnation's latest filter-match counts (from its heartbeat)."""
+        if filter_hits:
+            self.hits_live[name] = filter_hits
+
     def incarnation_ended(self, name: str, everyone: Iterable[Recipient]) -> None:
-        """Run-time subscriptions belong to the incarnation that made them."""
+        """Run-time subscriptions belong to the incarnation that made them; its
+        filter matches are kept."""
+        for rule_id, hits in self.hits_live.pop(name, {}).items():
+            self.hits_done[rule_id] = self.hits_done.get(rule_id, 0) + hits
         changed = False
         for by_actor in self.subscriptions.values():
             if by_actor.pop(name, None) is not None:
@@ -141,8 +153,14 @@ class BusControl:
         log.warning("installed message filter %d: %s", rule.id, _show(rule))
         return {"id": rule.id}
 
+    def matched(self, rule_id: int) -> int:
+        """Messages ``rule_id`` matched so far (live counts as of the last heartbeats)."""
+        return self.hits_done.get(rule_id, 0) + sum(
+            hits.get(rule_id, 0) for hits in self.hits_live.values())
+
     def list_filters(self) -> dict:
-        return {"filters": [msgspec.structs.asdict(rule) for rule in self.rules.values()]}
+        return {"filters": [msgspec.structs.asdict(rule) | {"matched": self.matched(rule.id)}
+                            for rule in self.rules.values()]}
 
     def remove_filters(self, args: dict, everyone: Iterable[Recipient]) -> dict:
         if args.get("all"):

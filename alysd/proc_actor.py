@@ -187,6 +187,7 @@ class ActorProcess:
         self.handled = 0
         self.errors = 0
         self.rules: tuple[FilterRule, ...] = ()
+        self.filter_hits: dict[int, int] = {}
         self._delayed: list = []             # heap of (due, seq, entry) held by a delay filter
         self._seq = itertools.count()
         self._receipts: dict[bytes, list[int]] = {}
@@ -478,6 +479,7 @@ class ActorProcess:
                           MailboxFull)
 
     def _filtered(self, rule: FilterRule, entry: tuple) -> None:
+        self.filter_hits[rule.id] = self.filter_hits.get(rule.id, 0) + 1
         if rule.action == "drop":
             self._dead_letter(entry, Reason.FILTERED, f"dropped by filter {rule.id}", None)
         elif rule.action == "delay":
@@ -724,7 +726,8 @@ class ActorProcess:
         health = self._health()
         # Best effort: a root that is not keeping up is not waited for.
         self.system.send_nowait(Heartbeat(self.boot.incarnation, len(self.mailbox), self.handled,
-                                          self.errors, health.status, health.reason))
+                                          self.errors, health.status, health.reason,
+                                          self.filter_hits))
 
     # --- sync/async hooks ------------------------------------------------------
 

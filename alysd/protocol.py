@@ -62,6 +62,7 @@ class Heartbeat(msgspec.Struct, tag=True, array_like=True):
     errors: int
     health: str                  # healthy | degraded | unhealthy
     health_reason: str | None = None
+    filter_hits: dict[int, int] = {}   # filter id -> messages it matched, this incarnation
 
 
 class Subscribe(msgspec.Struct, tag=True, array_like=True):

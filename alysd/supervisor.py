@@ -456,6 +456,7 @@ class Supervisor:
             self._ready(child)
         elif isinstance(msg, Heartbeat):
             child.handled, child.errors = msg.handled, msg.errors
+            self.bus.heard(child.name, msg.filter_hits)
             child.health, child.health_reason = msg.health, msg.health_reason
             if msg.health == "healthy" and child.state == State.RUNNING:
                 child.track.on_healthy(time.monotonic())

@@ -213,6 +213,9 @@ def main() -> int:
     try:
         with run_daemon(config) as d:
             root = d.pid
+            # The root opens the dead-letter queue (an LMDB map) on first use: open it
+            # now, so that its pages are in every RSS figure, not only the last.
+            d.call("dead_letters", {"limit": 0})
             rss_before = rss(root)
             d.request("ticker", {"op": "start", "rate": args.rate / args.actors,
                                  "interval": args.tick})
@@ -312,20 +315,33 @@ def main() -> int:
     for t, name, _ in kills:
         kill_times[name].append(t)
 
-    def killed_within(name: str, lo: float, hi: float) -> bool:
+    def first_kill(name: str, lo: float, hi: float) -> float | None:
         times = kill_times.get(name, [])
         i = bisect.bisect_left(times, lo)
-        return i < len(times) and times[i] <= hi
+        return times[i] if i < len(times) and times[i] <= hi else None
 
+    # Attribute each lost message by which of its ends were killed near its acceptance:
+    # the sender in [accepted, accepted + window], the receiver in +- window.
     w = args.window
-    both_killed, unexplained = [], []
+    categories: dict[str, list[int]] = {"both ends killed": [], "sender killed only": [],
+                                        "receiver killed only": [], "neither end killed": []}
+    sender_delay_ms: list[float] = []
     for k in lost_keys:
         t_acc, to = journals.outstanding[k]
         sender, receiver = journals.name_of(k), names[to]
-        if killed_within(sender, t_acc, t_acc + w) and killed_within(receiver, t_acc - w, t_acc + w):
-            both_killed.append(k)
+        s_kill = first_kill(sender, t_acc, t_acc + w)
+        r_kill = first_kill(receiver, t_acc - w, t_acc + w)
+        if s_kill is not None and r_kill is not None:
+            categories["both ends killed"].append(k)
+        elif s_kill is not None:
+            categories["sender killed only"].append(k)
+            sender_delay_ms.append((s_kill - t_acc) * 1000)
+        elif r_kill is not None:
+            categories["receiver killed only"].append(k)
         else:
-            unexplained.append(k)
+            categories["neither end killed"].append(k)
+    both_killed = categories["both ends killed"]
+    unexplained = [k for name, ks in categories.items() if name != "both ends killed" for k in ks]
     lost = len(lost_keys)
     growth = (rss_end - rss_base) / rss_base
     restarts = {n: status[n]["restarts"] for n in names}
@@ -351,18 +367,23 @@ def main() -> int:
     if dead_and_handled or errored_handled:
         print(f"     both dead-lettered and handled: {dead_and_handled:,}; handled though "
               f"ctx.send raised: {errored_handled:,}")
-    print(f"   lost = accepted - handled - dead-lettered = {lost:,}   "
-          f"({len(both_killed):,} with sender and receiver both killed within {w:g} s of "
-          f"acceptance; {len(unexplained):,} otherwise)  -> "
+    print(f"   lost = accepted - handled - dead-lettered = {lost:,}  -> "
           f"{'ok' if lost == 0 else 'LOST MESSAGES'}")
+    if lost:
+        print(f"     by which ends were killed within {w:g} s of the acceptance: " + ", ".join(
+            f"{name} {len(ks):,}" for name, ks in categories.items()))
+        if sender_delay_ms:
+            print(f"     sender killed only: acceptance -> SIGKILL of the sender "
+                  f"{min(sender_delay_ms):.1f}-{max(sender_delay_ms):.1f} ms "
+                  f"(median {common.median(sender_delay_ms):.1f} ms)")
     for k in (unexplained + both_killed)[:10]:
         t_acc, to = journals.outstanding[k]
         sender, receiver = journals.name_of(k), names[to]
-        near = [f"{n}@{t - t_acc:+.3f}s" for t, n, _ in kills
+        near = [f"{n}@{(t - t_acc) * 1000:+.0f}ms" for t, n, _ in kills
                 if n in (sender, receiver) and abs(t - t_acc) <= 2.0]
+        stamp = time.strftime("%H:%M:%S", time.localtime(t_acc)) + f"{t_acc % 1:.3f}"[1:]
         print(f"     lost {sender}:{k & ((1 << _SEQ_BITS) - 1)} -> {receiver}, accepted at "
-              f"{time.strftime('%H:%M:%S', time.localtime(t_acc))}{t_acc % 1:.3f}; kills of "
-              f"either end within 2 s: {', '.join(near) or 'none'}")
+              f"{stamp}; kills of either end within 2 s: {', '.join(near) or 'none'}")
     print(f"   kills: {len(kills):,} done ({len(kills) / load_s:.2f}/s)"
           + (f", skipped {dict(kill_misses)}" if kill_misses else "")
           + f"; restarts per peer {min(restarts.values())}-{max(restarts.values())} "
@@ -393,8 +414,7 @@ def main() -> int:
         "handled_unrecorded_accept": handled_unrecorded, "duplicates": journals.duplicates,
         "dead_lettered": len(dead_keys), "dead_lettered_by_reason": dict(dead_by_reason),
         "dead_letter_queue": {k: summary[k] for k in ("count", "evicted", "by_reason")},
-        "lost": lost, "lost_both_ends_killed": len(both_killed),
-        "lost_unexplained": len(unexplained), "kills": len(kills),
+        "lost": lost, "lost_by_kills": {name: len(ks) for name, ks in categories.items()}, "kills": len(kills),
         "kill_misses": dict(kill_misses), "restarts": sum(restarts.values()),
         "drained": drained, "drain_s": round(drain_s, 1),
         "zombies_end": len(z_end), "zombies_during": len(zombies_during),

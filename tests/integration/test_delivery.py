@@ -307,6 +307,7 @@ def test_garbage_frames_are_dead_lettered_and_the_actor_keeps_serving(start_daem
             assert d.request("p", {"op": "echo", "v": "alive"}) == "alive"
 
         garbage_is_survived()
+        assert sent > 0
     finally:
         sock.close(linger=0)
         zctx.term()
