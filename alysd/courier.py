@@ -346,6 +346,24 @@ class Courier:
             else:
                 self._expire(box, now)
 
+    def settle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the receipts of what is still in flight (an
+        orderly stop: this process's copies are about to go)."""
+        deadline = time.monotonic() + timeout
+        while self.busy:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            poller = zmq.Poller()
+            for box in self.outboxes.values():
+                if box.pending:
+                    poller.register(box.sock, zmq.POLLIN)
+            if poller.poll(max(1, int(min(remaining, TEND_INTERVAL) * 1000))):
+                for box in self.outboxes.values():
+                    if box.pending:
+                        self.read_receipts(box)
+            self.tend()
+
     def _redeliver(self, box: Outbox, incarnation: int) -> None:
         stale = [mid for mid, entry in box.pending.items() if entry[1] != incarnation]
         box.incarnation = incarnation

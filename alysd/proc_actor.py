@@ -67,6 +67,7 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 DRAIN_BATCH = 256           # messages moved from the socket to the mailbox per pass
 ACK_EVERY = 64              # receipts owed to a sender are sent at least this often...
 ACK_DELAY = 0.005           # ...and at most this long after the oldest one was earned
+SETTLE_TIMEOUT = 0.1        # an orderly stop waits this long for receipts still owed to it
 _get, _set = zmq_bus.sockopt_get, zmq_bus.sockopt_set
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -197,7 +198,7 @@ class ActorProcess:
         self._system_mail = False
         self._idle = False
         self._next_beat = 0.0
-        self._rcvtimeo = -1
+        self._rcvtimeo = max(1, int(boot.heartbeat_interval * 1000))   # as open_endpoints set it
         self._depth_shown = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_handler = inspect.iscoroutinefunction(self.actor.handle_message)
@@ -260,11 +261,7 @@ class ActorProcess:
         senders to the next incarnation; what this actor sent and was not
         acknowledged gets a last chance)."""
         self._send_receipts()
-        if self.courier.busy:
-            deadline = time.monotonic() + TEND_INTERVAL * 5
-            while self.courier.busy and time.monotonic() < deadline:
-                self.courier.tend()
-                time.sleep(TEND_INTERVAL / 4)
+        self.courier.settle(SETTLE_TIMEOUT)
 
     def _on_stop_signal(self, signum, frame) -> None:
         self._stopping = True
@@ -372,9 +369,12 @@ class ActorProcess:
             self.sink.flush()
         if self._depth_shown:
             self._show_depth()
-        wait = self._next_beat - time.monotonic()
+        # The wait is one heartbeat interval (a beat is at most that late), less
+        # while messages await receipts or a delay filter holds some; the
+        # option is only written when that changes.
+        wait = self.boot.heartbeat_interval
         if self.courier.busy:
-            wait = min(wait, TEND_INTERVAL)
+            wait = TEND_INTERVAL
         if self._delayed:
             wait = min(wait, self._delayed[0][0] - time.monotonic())
         ms = max(1, int(wait * 1000))
@@ -420,7 +420,10 @@ class ActorProcess:
             if self._receipts_owed and (self._receipts_owed >= ACK_EVERY
                                         or time.monotonic() >= self._receipts_due):
                 self._send_receipts()
-            self._take_burst()
+            # With a backlog, newer messages join it now so that priorities
+            # apply; without one, the idle receive takes them.
+            if mailbox:
+                self._take_burst()
             if self._system_mail:
                 self._read_system_mail()
             self._heartbeat_if_due()

@@ -23,7 +23,7 @@ Rounds are interleaved (raw, alysd batch, alysd one by one to each sink,
 raw, ...); the
 report gives the median over rounds per side and the ratio of the medians.
 
-    python -m bench.batching [--rounds 10] [--n 1280000] [--single-n 200000] [--quick]
+    python -m bench.batching [--rounds 10] [--n 1280000] [--single-n 100000] [--quick]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per side")
     ap.add_argument("--n", type=int, default=1_280_000, help="messages per batched round")
-    ap.add_argument("--single-n", type=int, default=200_000,
+    ap.add_argument("--single-n", type=int, default=100_000,
                     help="messages per round sent one by one (0: skip)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, small counts")
     args = ap.parse_args()

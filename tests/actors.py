@@ -144,7 +144,7 @@ def _hold(path: str, limit: float = 10.0) -> None:
 
 class Recorder(Actor):
     """Appends one JSON line per message it begins to handle to ``config["journal"]``:
-    ``{"name", "m", "retry", "priority", "kind", "incarnation"}``; then does what the
+    ``{"name", "m", "from", "retry", "priority", "kind", "incarnation"}``; then does what the
     message says (when it is a dict):
 
         {"sleep": s}       sleep s seconds (a busy handler)
@@ -157,7 +157,8 @@ class Recorder(Actor):
     def handle_message(self, m, ctx):
         env = ctx.message
         _record(ctx.config["journal"], {
-            "name": ctx.name, "m": m, "retry": env.metadata.retry_count,
+            "name": ctx.name, "m": m, "from": env.metadata.from_actor,
+            "retry": env.metadata.retry_count,
             "priority": int(env.priority), "kind": int(env.kind),
             "incarnation": ctx.incarnation})
         if isinstance(m, dict):
