@@ -49,6 +49,7 @@ _ACTIVITY = struct.Struct("<BHQd")
 _IDLE = struct.Struct("<B")
 _CRASHES = struct.Struct("<QI")
 _DEPTH = struct.Struct("<I")
+_SINCE = struct.Struct("<d")
 _CRASHES_AT, _DEPTH_AT = 32, 48
 
 RUNNING, EXITED = 1, 2
@@ -126,6 +127,11 @@ class ActorTable:
     def crashes(self, slot: int) -> tuple[int, int]:
         """(message id, crashes in a row on it) of the last crash while handling."""
         return _CRASHES.unpack_from(self._mem, slot * SLOT + _CRASHES_AT)
+
+    def busy_since(self, slot: int) -> float:
+        """When the actor in ``slot`` began the message in its hands; 0.0 when idle."""
+        at = slot * SLOT + 8
+        return _SINCE.unpack_from(self._mem, at + 11)[0] if self._mem[at] else 0.0
 
     def depth(self, slot: int) -> int:
         return _DEPTH.unpack_from(self._mem, slot * SLOT + _DEPTH_AT)[0]

@@ -31,6 +31,7 @@ delivery mode skips all of the above for receivers that prefer throughput.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any, Callable
 
@@ -112,12 +113,23 @@ class Courier:
         members = self.directory.pools.get(to)
         if members is None:
             raise UnknownActor(f"no actor named {to!r}", actor=to)
-        if to in self.directory.least_loaded:
-            index = self.table.index
-            return min(members, key=lambda m: self.table.depth(index[m]))
         i = self._round_robin.get(to, -1) + 1
         self._round_robin[to] = i
-        return members[i % len(members)]
+        n = len(members)
+        if to in self.directory.least_loaded:
+            return min((members[(i + k) % n] for k in range(n)), key=self._load)
+        return members[i % n]
+
+    def _load(self, member: str) -> tuple[int, float]:
+        """How loaded a pool member looks: its mailbox plus the message in its
+        hands; between equals, one that is idle, else the one whose message
+        began last (a long handler is the likeliest to stay busy). Exact ties
+        keep the round-robin order ``min`` was given."""
+        slot = self.table.index[member]
+        since = self.table.busy_since(slot)
+        if not since:
+            return self.table.depth(slot), -math.inf
+        return self.table.depth(slot) + 1, -since
 
     def outbox(self, target: str) -> Outbox:
         box = self.outboxes.get(target)

@@ -71,6 +71,9 @@ SETTLE_TIMEOUT = 0.1        # an orderly stop waits this long for receipts still
 _get, _set = zmq_bus.sockopt_get, zmq_bus.sockopt_set
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+WAKE_ENDPOINT = "inproc://wake"   # the inbox's second address, for this process only
+WAKE_IDENTITY = "$wake"
+_WAKE = WAKE_IDENTITY.encode()
 _TELL, _ASK, _EVENT, _BATCH = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT), int(Kind.BATCH)
 _ONE_WAY = frozenset((_TELL, _EVENT, _BATCH))
 _CTL = zmq_bus.CTL_IDENTITY.encode()
@@ -155,6 +158,7 @@ def open_endpoints(runtime_dir: str, inbox_path: str, *, max_message_bytes: int,
     the system channel."""
     zctx = zctx or zmq.Context(io_threads=1)
     inbox = zmq_bus.bind_router(zctx, inbox_path, max_message_bytes=max_message_bytes)
+    inbox.bind(WAKE_ENDPOINT)
     # An idle actor wakes once per heartbeat interval, when its heartbeat is due.
     _set(inbox, zmq_bus.RCVTIMEO, max(1, int(heartbeat_interval * 1000)))
     return Endpoints(zctx, inbox, ActorLink(RuntimeDir(runtime_dir).system))
@@ -226,6 +230,7 @@ class ActorProcess:
             self.log.critical("cannot open its sockets:\n%s", traceback.format_exc().rstrip())
             return ExitCode.CRASH
         self.zctx, self.inbox, self.system = endpoints.zctx, endpoints.inbox, endpoints.system
+        self._wake = zmq_bus.dealer(self.zctx, WAKE_ENDPOINT, WAKE_IDENTITY)
         self.courier = Courier(self.name, self.zctx, self.rundir, self.directory, self.table,
                                max_bytes=self.max_bytes, sink=self.sink,
                                delivery_timeout=self.boot.delivery_timeout,
@@ -271,10 +276,16 @@ class ActorProcess:
             raise _Interrupted
 
     def _on_system_mail(self, signum, frame) -> None:
+        # Never raises: an exception here could land just after the blocking
+        # receive returned and lose the frame it took. An idle actor is woken by
+        # a frame sent to its own inbox instead; a busy one looks between
+        # two messages.
         self._system_mail = True
         if self._idle:
-            self._idle = False
-            raise _Interrupted
+            try:
+                self._wake.send(b"", _NOBLOCK)
+            except zmq.Again:
+                pass   # a wake frame is already waiting
 
     def _await_go(self) -> bool:
         """Wait for the root's Go (an ordered start); False if told to stop first."""
@@ -291,16 +302,18 @@ class ActorProcess:
         return False
 
     def _idle_receive(self, receive):
-        """Run a blocking ``receive()``; None on its timeout or on a signal.
+        """Run a blocking ``receive()``; None on its timeout or on a stop signal.
 
         A blocking receive is ~30 us faster per message than poll-then-receive,
-        which is why the loop has no poller: a stop signal or system mail breaks
-        the wait by raising from its handler, and only while ``_idle`` is set.
+        which is why the loop has no poller: a stop signal breaks the wait by
+        raising from its handler, only while ``_idle`` is set. (Should it land
+        just after a message was taken, that message goes unacknowledged, and
+        its sender delivers it to the next incarnation.)
         """
         got = None
         self._idle = True
         try:
-            if not self._stopping and not self._system_mail:
+            if not self._stopping:
                 got = receive()
             # Cleared inside the try: a signal landing right here is still caught.
             self._idle = False
@@ -318,8 +331,10 @@ class ActorProcess:
             except ProtocolError as exc:
                 self.log.warning("ignored a malformed system message: %s", exc)
                 continue
-            except (BlockingIOError, ConnectionError):
+            except BlockingIOError:
                 return
+            except ConnectionError:
+                return   # the root is gone; this process follows it (PDEATHSIG)
             if msg is None:
                 return
             self._apply_system(msg)
@@ -370,8 +385,7 @@ class ActorProcess:
         if self._depth_shown:
             self._show_depth()
         # The wait is one heartbeat interval (a beat is at most that late), less
-        # while messages await receipts or a delay filter holds some; the
-        # option is only written when that changes.
+        # while messages await receipts or a delay filter holds some.
         wait = self.boot.heartbeat_interval
         if self.courier.busy:
             wait = TEND_INTERVAL
@@ -514,6 +528,9 @@ class ActorProcess:
             self._owe_receipt(ident, env.message_id)
 
     def _reject(self, ident: bytes, data: bytes, why: str) -> None:
+        if ident == _WAKE:
+            self._system_mail = True    # our own wake frame: not a message
+            return
         self.errors += 1
         sender = ident.decode(errors="replace")
         self.log.warning("rejected a frame from %r: %s", sender, why)
@@ -653,11 +670,16 @@ class ActorProcess:
         if not entries:
             return
         self._begin(entries[0][1])
+        size = self.batch.max_batch
         try:
-            self._call(self.actor.handle_batch, messages, self.ctx)
-            self.handled += len(messages)
-        except Exception as exc:
-            self._handler_failed(exc, entries[0][1])
+            # A sent batch may be larger than max_batch: it is cut to size.
+            for start in range(0, len(messages), size):
+                chunk = messages[start:start + size]
+                try:
+                    self._call(self.actor.handle_batch, chunk, self.ctx)
+                    self.handled += len(chunk)
+                except Exception as exc:
+                    self._handler_failed(exc, entries[0][1])
         finally:
             self._end()
         for ident, env, _ in entries:

@@ -939,12 +939,18 @@ class Supervisor:
         self._refuse_while_stopping()
         name = args["name"]
         named = self._resolve(name)
-        parent = (self.children[name].spec.supervisor if name in self.children
+        # A pool is restarted as its members are, each with the siblings its
+        # supervisor's strategy ties to it.
+        targets = list(self.config.pools.get(name, (name,)))
+        parent = (self.children[targets[0]].spec.supervisor if targets[0] in self.children
                   else self.sups[name].spec.parent)
         if parent is None:
             nodes = [name]
         else:
-            nodes = plan_group(self.sups[parent].spec.strategy, self.sups[parent].children, name)[1]
+            siblings = self.sups[parent].children
+            tied = {node for target in targets
+                    for node in plan_group(self.sups[parent].spec.strategy, siblings, target)[1]}
+            nodes = [node for node in siblings if node in tied]
         for actor in named:
             self._lift_holds(self.children[actor])
         group = [a for node in nodes for a in self._actors_of(node) if not self.children[a].held]

@@ -301,7 +301,12 @@ def bind_router(ctx: zmq.Context, path: str, *, max_message_bytes: int) -> zmq.S
 
 def connect_dealer(ctx: zmq.Context, path: str, identity: str) -> zmq.Socket:
     """A DEALER with routing id ``identity`` connected to a unix socket path."""
+    return dealer(ctx, ipc(path), identity)
+
+
+def dealer(ctx: zmq.Context, endpoint: str, identity: str) -> zmq.Socket:
+    """A DEALER with routing id ``identity`` connected to ``endpoint``."""
     sock = _tune(ctx.socket(zmq.DEALER))
     sock.setsockopt(zmq.ROUTING_ID, identity.encode())
-    sock.connect(ipc(path))
+    sock.connect(endpoint)
     return sock

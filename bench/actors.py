@@ -18,6 +18,11 @@ the driver scripts check that the two agree before they measure anything.
   ``{"op": "count"}`` answers ``{"count", "first_ns", "last_ns"}`` (stamped
   with ``perf_counter_ns`` once each message is decoded, i.e. at the start of
   ``handle_message``) and resets the counter.
+* ``BatchBlaster``   -- as ``Blaster``, with ``ctx.send_batch`` of lists of B.
+* ``BatchSink``      -- as ``Sink``, counting what ``handle_batch`` is given.
+* ``StampedBlaster`` -- ``Blaster`` that also returns when its first send began.
+* ``SoakPeer``, ``SoakTicker`` -- the soak's actors (``bench.soak``): peers
+  journal what they sent and handled; the ticker paces their sends.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import random
 import time
 
 from alysd import Actor
+from alysd.errors import AlysdError
 
 
 def payload(seq: int) -> dict:
@@ -203,7 +209,8 @@ class SoakPeer(Actor):
         except FileNotFoundError:
             self.seq = 0
         self.reserved = self.seq
-        self.journal = open(base + ".log", "a")
+        # Held open for the incarnation's life (closed in stopped(), or by the kill).
+        self.journal = open(base + ".log", "a")  # noqa: SIM115
         # "\n" first: a line its predecessor was writing when killed stays apart.
         self.journal.write(f"\nI {ctx.incarnation} {time.time():.6f}\n")
         self.journal.flush()
@@ -224,7 +231,7 @@ class SoakPeer(Actor):
         if mid is not None:
             journal.write(f"H {mid} {time.time():.6f}\n")
             journal.flush()
-            return None
+            return
         k = int(message.get("k", 0))
         for _ in range(k):
             if self.seq >= self.reserved:
@@ -234,12 +241,11 @@ class SoakPeer(Actor):
             to = self.rng.choice(self.others)
             try:
                 ctx.send(to, {"id": f"{ctx.name}:{seq}"})
-            except Exception as exc:
+            except AlysdError as exc:
                 journal.write(f"E {seq} {to} {type(exc).__name__}\n")
             else:
                 journal.write(f"A {seq} {to} {time.time():.6f}\n")
             journal.flush()
-        return None
 
 
 class SoakTicker(Actor):

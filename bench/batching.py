@@ -73,8 +73,8 @@ def main() -> None:
         timeout = 60 + args.n / 20_000
         print(f"   {args.rounds} rounds x {args.n:,} messages ({args.n // BATCH:,} frames of "
               f"{BATCH}) per side, interleaved; msgs/s at the receiver")
-        print(f"   {'round':>5}  {'raw':>10}  {'alysd':>10}  {'ratio':>6}"
-              + (f"  {'1-by-1':>10} {'avg batch':>9} {'1-by-1 plain':>12}" if args.single_n else ""))
+        extra = f"  {'1-by-1':>10} {'avg batch':>9} {'1-by-1 plain':>12}" if args.single_n else ""
+        print(f"   {'round':>5}  {'raw':>10}  {'alysd':>10}  {'ratio':>6}{extra}")
         for r in range(args.rounds):
             raw.append(raw_peer.run_batched(args.n, BATCH))
             res = d.request("batcher", {"n": args.n, "batch": BATCH}, timeout=timeout)

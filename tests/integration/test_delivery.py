@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alysd import zmq_bus
+from alysd.ctl import ControlClient
 from alysd.errors import HandlerError, ProtocolError
 from alysd.testing import wait_until
 from alysd.zmq_bus import Kind
@@ -260,6 +262,34 @@ def test_send_to_an_unknown_actor_raises_and_is_dead_lettered(start_daemon):
     assert d.call("dead_letters")["by_reason"] == {"unknown_actor": 1}
 
 
+def test_system_mail_during_traffic_costs_no_message_and_no_actor(start_daemon):
+    """Filter changes reach every actor as system mail, announced by a signal; one
+    that lands while an actor takes a message off its socket must not lose the
+    message or crash the actor."""
+    d = start_daemon(tree_toml(PUMP, actor_toml("r"), max_retries=10))
+    pids = {name: row["pid"] for name, row in d.status().items()}
+    stop = threading.Event()
+
+    def churn():
+        client = ControlClient(d.rundir)
+        while not stop.is_set():
+            rule = client.call("filter_add", {"receiver": "nobody*", "action": "drop"})
+            client.call("filter_remove", {"id": rule["id"]})
+    with ThreadPoolExecutor(1) as pool:
+        churning = pool.submit(churn)
+        try:
+            for first in range(0, 500, 25):
+                out = d.request("pump", {"to": "r", "msgs": list(range(first, first + 25))},
+                                timeout=5.0)
+                assert out["results"] == ["ok"] * 25
+        finally:
+            stop.set()
+        churning.result()
+    wait_until(lambda: d.request("r", {"op": "received"}) == list(range(500)), timeout=5,
+               message="500 messages at r, in order")
+    assert {name: row["pid"] for name, row in d.status().items()} == pids
+
+
 # --- hostile frames ---------------------------------------------------------------------------
 
 _VALID = zmq_bus.encode_envelope(Kind.TELL, 1, {"x": 1}, sender="fuzz", target="p")
@@ -271,10 +301,10 @@ _values = st.recursive(
                                                                  max_size=4),
     max_leaves=16)
 _frames = st.one_of(
-    st.binary(max_size=200),                                               # noise
-    st.integers(0, len(_VALID) - 1).map(lambda n: _VALID[:n]),              # truncated envelope
-    _values.map(zmq_bus.encode),                                            # msgpack, not an envelope
-    st.sampled_from([Kind.REPLY, Kind.ERROR, Kind.ACK]).map(                # not for an inbox
+    st.binary(max_size=200),                                        # noise
+    st.integers(0, len(_VALID) - 1).map(lambda n: _VALID[:n]),       # a truncated envelope
+    _values.map(zmq_bus.encode),                                     # msgpack, no envelope
+    st.sampled_from([Kind.REPLY, Kind.ERROR, Kind.ACK]).map(         # not for an inbox
         lambda k: zmq_bus.encode_envelope(k, 7, 1, sender="fuzz", target="p")),
 )
 

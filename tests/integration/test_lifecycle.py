@@ -196,7 +196,8 @@ def test_a_request_that_keeps_killing_its_target_is_quarantined_and_the_crash_re
                          message="crash report")
     assert "exit_code (exit code 9)" in reports[0] and "it was handling ask" in reports[0]
     assert "from a for" in reports[0]
-    letters = d.call("dead_letters")["letters"]
+    # a writes the dead letter once its handler is done.
+    letters = wait_until(lambda: d.call("dead_letters")["letters"], message="the dead letter")
     assert [(x["reason"], x["sender"], x["target"]) for x in letters] == [("poison", "a", "b")]
     assert letters[0]["payload"] == {"op": "exit", "code": 9}
     # b serves the next message: the poison message is gone for good.
