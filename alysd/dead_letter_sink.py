@@ -12,8 +12,13 @@ does not vanish silently.
 from __future__ import annotations
 
 import logging
+import time
 
 from alysd.dead_letters import DeadLetter, DeadLetterQueue, RateLimitedLog, Reason
+
+
+FLUSH_DELAY = 0.05     # seconds a dead letter may wait in memory while the process is busy
+FLUSH_BATCH = 256
 
 
 class DeadLetterSink:
@@ -25,6 +30,7 @@ class DeadLetterSink:
         self.lost = 0
         self._queue: DeadLetterQueue | None = None
         self.pending: list[DeadLetter] = []
+        self._due = 0.0
         self._rate_limited = RateLimitedLog(log)
 
     def add(self, reason: Reason, *, sender: str, target: str, message_id: int, frame: bytes,
@@ -32,8 +38,16 @@ class DeadLetterSink:
         """Queue one letter for the next ``flush`` and log it (rate-limited)."""
         letter = DeadLetter(reason=reason.value, sender=sender, target=target,
                             message_id=message_id, frame=bytes(frame), detail=detail)
+        if not self.pending:
+            self._due = time.monotonic() + FLUSH_DELAY
         self.pending.append(letter)
         self._rate_limited.dead_letter(letter)
+
+    def flush_if_due(self) -> None:
+        """Flush when letters have waited ``FLUSH_DELAY`` or ``FLUSH_BATCH`` are
+        queued: a process that never idles still stores its letters promptly."""
+        if self.pending and (len(self.pending) >= FLUSH_BATCH or time.monotonic() >= self._due):
+            self.flush()
 
     def flush(self) -> None:
         """Write every queued letter in one transaction."""

@@ -443,6 +443,8 @@ class ActorProcess:
             self._heartbeat_if_due()
             if self.courier.busy:
                 self.courier.tend_if_due()
+            if self.sink.pending:
+                self.sink.flush_if_due()
 
     # --- taking messages in -------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
+from alysd import zmq_bus
 from alysd.errors import (ActorUnavailable, CommandError, HandlerError, MessageTooLarge,
                           ProtocolError, RemoteError, RequestTimeout, UnknownActor)
 from alysd.zmq_bus import (Envelope, ErrorInfo, Kind, MessageIds, Metadata, Priority, Routing,
@@ -331,3 +332,35 @@ def test_message_ids_differ_in_a_forked_child_with_the_same_random_state():
         if w >= 0:
             os.close(w)
     assert mine != theirs
+
+
+# --- delivery helpers ---------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 65535, 65536])
+def test_batch_length_reads_the_array_header(n):
+    frame = zmq_bus.encode_envelope(zmq_bus.Kind.BATCH, 1, [0] * n, sender="a", target="b")
+    env = zmq_bus.decode_envelope(frame, 1 << 24)
+    assert zmq_bus.batch_length(env.payload) == n
+
+
+def test_batch_length_of_something_else_is_zero():
+    assert zmq_bus.batch_length(b"") == 0
+    assert zmq_bus.batch_length(zmq_bus.encode({"a": 1})) == 0
+
+
+def test_a_redelivery_is_the_same_message_with_one_more_retry():
+    frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, 77, {"x": [1, 2]}, sender="a", target="b",
+                                    priority=zmq_bus.Priority.HIGH)
+    again, env = zmq_bus.redelivery(frame)
+    first = zmq_bus.decode_envelope(frame, 1 << 20)
+    second = zmq_bus.decode_envelope(again, 1 << 20)
+    assert second.metadata.retry_count == first.metadata.retry_count + 1 == env.metadata.retry_count
+    assert (second.message_id, second.priority, second.metadata.created_at) == (
+        77, zmq_bus.Priority.HIGH, first.metadata.created_at)
+    assert zmq_bus.decode_any(second.payload) == {"x": [1, 2]}
+    assert zmq_bus.redelivery(again)[1].metadata.retry_count == 2
+
+
+def test_an_ack_carries_message_ids():
+    env = zmq_bus.decode_envelope(zmq_bus.encode_ack("b", "a", [5, 6], message_id=9), 1 << 20)
+    assert env.kind == zmq_bus.Kind.ACK and zmq_bus.decode_any(env.payload) == [5, 6]
