@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from alysd import zmq_bus
-from alysd.dead_letters import DeadLetterQueue, describe
+from alysd.dead_letters import DeadLetter, DeadLetterQueue, Reason, describe
 from alysd.errors import CommandError, ProtocolError, UnknownActor
 from alysd.filters import ACTIONS
 from alysd.protocol import SYSTEM_MAIL, FilterRule, Filters, Subscribers
@@ -221,6 +221,24 @@ class BusControl:
         self.queue.remove(letter_id)
         log.info("replayed dead letter %d to %s as message %d", letter_id, letter.target, mid)
         return {"id": letter_id, "target": letter.target, "message_id": mid}
+
+    def undelivered(self, sender: str, records: list[tuple[str, bytes]]) -> int:
+        """Dead-letter what ``sender`` journaled and nobody delivered, as alysd
+        stops: nothing in flight vanishes with the runtime dir."""
+        letters = []
+        for target, frame in records:
+            try:
+                message_id = zmq_bus.decode_envelope(frame, self.max_bytes).message_id
+            except ProtocolError:
+                message_id = 0
+            letters.append(DeadLetter(reason=Reason.TIMEOUT.value, sender=sender, target=target,
+                                      message_id=message_id, frame=frame,
+                                      detail="not delivered when alysd stopped"))
+        if letters:
+            self.queue.put_many(letters)
+            log.warning("dead-lettered %d messages from %s that were not delivered when alysd "
+                        "stopped", len(letters), sender)
+        return len(letters)
 
     def purge(self) -> dict:
         purged = self.queue.purge()

@@ -45,6 +45,7 @@ from alysd.dead_letter_sink import DeadLetterSink
 from alysd.dead_letters import Reason
 from alysd.errors import (ActorExited, ActorUnavailable, MailboxFull, PoisonMessage, ProtocolError,
                           RequestTimeout, UnknownActor)
+from alysd.outbox_journal import OutboxJournal
 from alysd.protocol import Directory, Peer
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority, RoutingKind
@@ -82,7 +83,7 @@ class Outbox:
 class Courier:
     def __init__(self, name: str, zctx: zmq.Context, rundir: RuntimeDir, directory: Directory,
                  table: ActorTable, *, max_bytes: int, sink: DeadLetterSink,
-                 delivery_timeout: float, on_wait: Callable[[], None]):
+                 delivery_timeout: float, on_wait: Callable[[], None], journal: OutboxJournal):
         self.name = name
         self.zctx = zctx
         self.rundir = rundir
@@ -92,6 +93,7 @@ class Courier:
         self.max_bytes = max_bytes
         self.sink = sink
         self.delivery_timeout = delivery_timeout
+        self.journal = journal
         # Called while a send or request waits, so the process still heartbeats.
         self.on_wait = on_wait
         self.ids = zmq_bus.MessageIds()
@@ -204,7 +206,8 @@ class Courier:
             incarnation = 0      # stashed until the receiver runs again
             box.stashed += 1
         if box.tracked:
-            box.pending[mid] = [frame, incarnation, time.monotonic()]
+            box.pending[mid] = [frame, incarnation, time.monotonic(),
+                                self.journal.append(box.target, frame)]
             self.unacked += 1
         box.sends += 1
         if box.sends % DRAIN_EVERY == 0:
@@ -320,13 +323,19 @@ class Courier:
             except ProtocolError:
                 return None
             if isinstance(acked, list):
+                done = self.journal.done
                 for mid in acked:
-                    if pending.pop(mid, None) is not None:
+                    entry = pending.pop(mid, None)
+                    if entry is not None:
                         self.unacked -= 1
+                        done(entry[3])
             return None
         corr = env.correlation_id
-        if corr is not None and pending.pop(corr, None) is not None:
-            self.unacked -= 1
+        if corr is not None:
+            entry = pending.pop(corr, None)
+            if entry is not None:
+                self.unacked -= 1
+                self.journal.done(entry[3])
         return env
 
     # --- looking after unacknowledged messages ---------------------------------------
@@ -357,6 +366,32 @@ class Courier:
                     self._redeliver(box, incarnation)
             else:
                 self._expire(box, now)
+
+    def take_over(self, records: list[tuple[str, bytes]]) -> int:
+        """Adopt what a previous incarnation journaled and never saw receipted:
+        each is sent again (``retry_count`` + 1) once its receiver runs.
+        Returns how many were adopted; those for unknown actors are
+        dead-lettered."""
+        adopted = 0
+        now = time.monotonic()
+        for target, frame in records:
+            try:
+                frame, env = zmq_bus.redelivery(frame)
+            except zmq_bus.DECODE_ERRORS:
+                continue
+            if target not in self.directory.peers:
+                self.sink.add(Reason.UNKNOWN_ACTOR, sender=self.name, target=target,
+                              message_id=env.message_id, frame=frame,
+                              detail="journaled for an actor no longer configured")
+                continue
+            box = self.outbox(target)
+            if not box.tracked or env.message_id in box.pending:
+                continue
+            box.pending[env.message_id] = [frame, 0, now, self.journal.append(target, frame)]
+            box.stashed += 1
+            self.unacked += 1
+            adopted += 1
+        return adopted
 
     def settle(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the receipts of what is still in flight (an
@@ -399,6 +434,7 @@ class Courier:
         if mid == crashed and crashes >= box.peer.max_retries:
             del box.pending[mid]
             self.unacked -= 1
+            self.journal.done(entry[3])
             self.sink.add(Reason.POISON, sender=self.name, target=box.target, message_id=mid,
                           frame=entry[0],
                           detail=f"{crashes} incarnations in a row died handling it")
@@ -417,6 +453,7 @@ class Courier:
         for mid in expired:
             entry = box.pending.pop(mid)
             self.unacked -= 1
+            self.journal.done(entry[3])
             self.sink.add(Reason.TIMEOUT, sender=self.name, target=box.target, message_id=mid,
                           frame=entry[0], detail=f"{box.target!r} was not running for "
                           f"{self.delivery_timeout:g}s")

@@ -47,7 +47,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from alysd import filters, zmq_bus
+from alysd import filters, outbox_journal, zmq_bus
 from alysd.actor import Actor, Health
 from alysd.actor_table import ActorTable
 from alysd.config import Backpressure, Delivery
@@ -202,6 +202,7 @@ class ActorProcess:
         self._system_mail = False
         self._idle = False
         self._next_beat = 0.0
+        self.journal: outbox_journal.OutboxJournal | None = None
         self._rcvtimeo = max(1, int(boot.heartbeat_interval * 1000))   # as open_endpoints set it
         self._depth_shown = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -231,10 +232,19 @@ class ActorProcess:
             return ExitCode.CRASH
         self.zctx, self.inbox, self.system = endpoints.zctx, endpoints.inbox, endpoints.system
         self._wake = zmq_bus.dealer(self.zctx, WAKE_ENDPOINT, WAKE_IDENTITY)
+        # What the previous incarnation sent and never saw receipted is read
+        # before this one's journal starts over, then sent again.
+        journal_path = self.rundir.outbox(self.name)
+        inherited = outbox_journal.recover(journal_path)
+        self.journal = outbox_journal.OutboxJournal(journal_path)
         self.courier = Courier(self.name, self.zctx, self.rundir, self.directory, self.table,
                                max_bytes=self.max_bytes, sink=self.sink,
                                delivery_timeout=self.boot.delivery_timeout,
-                               on_wait=self._heartbeat_if_due)
+                               on_wait=self._heartbeat_if_due, journal=self.journal)
+        if inherited:
+            adopted = self.courier.take_over(inherited)
+            self.log.info("re-sends %d messages its previous incarnation had not seen "
+                          "delivered", adopted)
         try:
             self.system.send(Hello(self.boot.incarnation, os.getpid()))
             if self.boot.wait_for_go and not self._await_go():
@@ -255,6 +265,8 @@ class ActorProcess:
             return ExitCode.OK
         finally:
             self.sink.close()
+            if self.journal is not None:
+                self.journal.close()
             self.system.close()
             self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
             if self._loop is not None:

@@ -60,6 +60,10 @@ class RuntimeDir:
         """Unix socket path of an actor's inbox."""
         return os.path.join(self.path, f"{actor}.inbox")
 
+    def outbox(self, actor: str) -> str:
+        """Base path of an actor's outbox journal (``alysd.outbox_journal``)."""
+        return os.path.join(self.path, f"{actor}.outbox")
+
     @property
     def lock(self) -> str:
         return os.path.join(self.path, "alysd.lock")

@@ -38,7 +38,7 @@ import msgspec
 import zmq
 
 import alysd
-from alysd import system_channel, zmq_bus
+from alysd import outbox_journal, system_channel, zmq_bus
 from alysd.actor_table import ActorTable
 from alysd.bus_control import BusControl, Recipient
 from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
@@ -225,6 +225,7 @@ class Supervisor:
                 return self._run_loop()
             finally:
                 self._stop_everything_now()
+                self._collect_undelivered()
                 self.bus.close()
                 self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
         finally:
@@ -236,6 +237,16 @@ class Supervisor:
                 except FileNotFoundError:
                     pass
             lock.release()
+
+    def _collect_undelivered(self) -> None:
+        """Every actor is gone: dead-letter what their outbox journals still hold."""
+        for name in self.children:
+            path = self.rundir.outbox(name)
+            try:
+                self.bus.undelivered(name, outbox_journal.recover(path))
+            except AlysdError as exc:
+                log.error("could not dead-letter the undelivered messages of %s: %s", name, exc)
+            outbox_journal.remove(path)
 
     def _install_signals(self) -> None:
         self.wake_r, wake_w = socket.socketpair()

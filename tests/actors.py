@@ -198,8 +198,9 @@ class Pump(Actor):
     """Sends on request. ``{"to", "msgs": [...], "priority": "low"|..., "timeout": s,
     "batch": n}`` sends each message as a tell (or, with ``batch``, in ``send_batch``
     chunks of n) and answers ``{"results": ["ok" | error kind, ...], "elapsed": s}``,
-    one result per tell or chunk. ``{"publish": event, "msg": m}`` answers how many
-    subscribers ``publish`` reached."""
+    one result per tell or chunk; with ``"then_die": true`` it SIGKILLs itself
+    right after the last send instead of answering. ``{"publish": event, "msg": m}``
+    answers how many subscribers ``publish`` reached."""
 
     def handle_message(self, m, ctx):
         from alysd.errors import AlysdError
@@ -223,4 +224,6 @@ class Pump(Actor):
                 results.append("ok")
             except AlysdError as exc:
                 results.append(getattr(exc, "kind", type(exc).__name__))
+        if m.get("then_die"):
+            os.kill(os.getpid(), signal.SIGKILL)
         return {"results": results, "elapsed": time.monotonic() - began}

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 
 from alysd import zmq_bus
 from alysd.ctl import ControlClient
-from alysd.errors import HandlerError, ProtocolError
-from alysd.testing import wait_until
+from alysd.dead_letters import DeadLetterQueue
+from alysd.errors import AlysdError, HandlerError, ProtocolError
+from alysd.testing import run_daemon, wait_until
 from alysd.zmq_bus import Kind
-from tests.conftest import actor_toml, tree_toml
+from tests.conftest import REPO, actor_toml, tree_toml
 
 PUMP = actor_toml("pump", cls="tests.actors:Pump")
 
@@ -347,3 +348,32 @@ def test_garbage_frames_are_dead_lettered_and_the_actor_keeps_serving(start_daem
     newest = d.call("dead_letters", {"limit": 1})["letters"][0]
     assert (newest["reason"], newest["sender"], newest["target"]) == ("rejected", "fuzz", "p")
     assert d.request("p", {"op": "pid"}) == pid
+
+
+def test_messages_a_killed_sender_had_just_sent_still_arrive(start_daemon, tmp_path):
+    """ZeroMQ queues a frame inside the sender before writing it out: a sender
+    SIGKILLed right after ``send`` would take the frame with it. Its next
+    incarnation re-sends what its outbox journal still holds."""
+    journal = tmp_path / "journal"
+    d = start_daemon(tree_toml(recorder("r", journal), PUMP, max_retries=10))
+    with pytest.raises(AlysdError):
+        d.request("pump", {"to": "r", "msgs": [{"n": n} for n in range(1000)],
+                           "then_die": True}, timeout=15.0)
+    wait_until(lambda: set(ns(journal)) == set(range(1000)), timeout=15,
+               message="every message the killed sender had sent")
+    assert not letters(d)
+
+
+def test_what_is_undelivered_when_alysd_stops_is_dead_lettered(short_tmp, tmp_path):
+    journal = tmp_path / "journal"
+    state = os.path.join(short_tmp, "state")
+    config = tree_toml(recorder("r", journal), PUMP)
+    with run_daemon(config, python_path=[REPO], state_dir=state) as d:
+        d.call("stop", {"name": "r"})
+        assert pump(d, "r", [{"n": n} for n in range(5)])["results"] == ["ok"] * 5
+    with DeadLetterQueue(os.path.join(state, "dead-letters")) as queue:
+        stranded = queue.list()
+    assert sorted(zmq_bus.decode_any(zmq_bus.decode_envelope(x.frame, 1 << 20).payload)["n"]
+                  for x in stranded) == list(range(5))
+    assert {(x.reason, x.sender, x.target) for x in stranded} == {("timeout", "pump", "r")}
+    assert all(x.detail == "not delivered when alysd stopped" for x in stranded)
