@@ -22,10 +22,13 @@ receiver whose mailbox ``delivery`` is ``at_least_once`` (the default):
   send timeout then raises ``MailboxFull``, ``drop_newest`` dead-letters the
   message, ``drop_oldest`` sends it (the receiver evicts).
 
-A message is lost only if its sender *and* its receiver die before the receiver
-handled it: the sender's copy is the only one that survives the receiver. The
-courier never takes a message back once accepted, and the ``at_most_once``
-delivery mode skips all of the above for receivers that prefer throughput.
+The sender's copies also outlive the sender: each one-way message is written
+to its outbox journal (``alysd.outbox_journal``) before it is sent, so a sender
+killed right after ``send`` returned (ZeroMQ may not have written the frame
+out yet) has its next incarnation send it again, and what is still undelivered
+when alysd stops is dead-lettered. Requests are not journaled: a request lives
+as long as its requester waits. The ``at_most_once`` delivery mode skips all of
+the above for receivers that prefer throughput.
 """
 
 from __future__ import annotations
