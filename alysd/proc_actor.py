@@ -764,7 +764,7 @@ class ActorProcess:
     def _heartbeat(self) -> None:
         health = self._health()
         # Best effort: a root that is not keeping up is not waited for.
-        self.system.send_nowait(Heartbeat(self.boot.incarnation, len(self.mailbox), self.handled,
+        self.system.send_nowait(Heartbeat(self.boot.incarnation, self.handled,
                                           self.errors, health.status, health.reason,
                                           self.filter_hits))
 

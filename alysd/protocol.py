@@ -6,8 +6,8 @@ System channel (a unix SOCK_SEQPACKET connection per actor to the root's
     actor → root   Hello      sockets are up; waiting for Go (ordered start)
     root  → actor  Go         run ``started()`` now
     actor → root   Ready      ``started()`` returned: the incarnation serves
-    actor → root   Heartbeat  after every ``heartbeat_interval`` of uptime: depth,
-                              counters, health (so each one stands for a healthy period)
+    actor → root   Heartbeat  after every ``heartbeat_interval`` of uptime: counters,
+                              filter matches, health (so each one stands for a healthy period)
     actor → root   Subscribe  ``ctx.subscribe(event_type)`` at run time
     root  → actor  Filters    the message filters now installed (``alysctl filter``)
     root  → actor  Subscribers  who subscribed to what at run time
@@ -57,7 +57,6 @@ class Ready(msgspec.Struct, tag=True, array_like=True):
 
 class Heartbeat(msgspec.Struct, tag=True, array_like=True):
     incarnation: int
-    mailbox_depth: int
     handled: int
     errors: int
     health: str                  # healthy | degraded | unhealthy

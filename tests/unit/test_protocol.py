@@ -90,8 +90,8 @@ def test_every_command_is_documented():
     Hello(3, 4242),
     Go(),
     Ready(3),
-    Heartbeat(3, 17, 1000, 2, "degraded", "db slow"),
-    Heartbeat(4, 0, 0, 0, "healthy"),
+    Heartbeat(3, 1000, 2, "degraded", "db slow", {1: 5}),
+    Heartbeat(4, 0, 0, "healthy"),
 ], ids=lambda m: type(m).__name__)
 def test_system_messages_round_trip(msg):
     got = system_decoder.decode(system_encoder.encode(msg))
