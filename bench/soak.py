@@ -27,9 +27,11 @@ or dead-lettered stops changing for ``--settle`` seconds (at most
 * lost = accepted ids neither handled nor dead-lettered (must be 0). Each lost
   message is attributed by the kill log: whether its sender was killed within
   ``--window`` seconds after its acceptance, and whether its receiver was
-  (or up to 50 ms before: it may still have been down). Only "both ends
-  killed" is a loss the runtime allows (its copies die with both ends); the
-  first lost messages are listed with the kills of either end near them;
+  (or up to 50 ms before: it may still have been down). With the outbox
+  journal no one-way message may be lost even when both ends are killed; the
+  attribution is a diagnosis (before the journal, "sender killed only" was
+  the signature of frames ZeroMQ had not written out). The first lost
+  messages are listed with the kills of either end near them;
 * the number of kills; zombies among the daemon's descendants at the end
   (those still zombies a second later: must be 0), and any zombie seen in two
   samples in a row during the run;
