@@ -50,6 +50,7 @@ _IDLE = struct.Struct("<B")
 _CRASHES = struct.Struct("<QI")
 _DEPTH = struct.Struct("<I")
 _SINCE = struct.Struct("<d")
+_LOOK = struct.Struct("<IB43xI")     # incarnation, state, ..., depth at 48
 _CRASHES_AT, _DEPTH_AT = 32, 48
 
 RUNNING, EXITED = 1, 2
@@ -123,6 +124,11 @@ class ActorTable:
     def state(self, slot: int) -> tuple[int, int]:
         """(incarnation, state) of the actor in ``slot``: the hot path's liveness read."""
         return _STATE.unpack_from(self._mem, slot * SLOT)
+
+    def look(self, slot: int) -> tuple[int, int, int]:
+        """(incarnation, state, mailbox depth) of the actor in ``slot``, in one read:
+        what a sender needs before each message."""
+        return _LOOK.unpack_from(self._mem, slot * SLOT)
 
     def crashes(self, slot: int) -> tuple[int, int]:
         """(message id, crashes in a row on it) of the last crash while handling."""

@@ -173,13 +173,42 @@ class Courier:
              routing: int = RoutingKind.DIRECT, route: str | None = None,
              timeout: float = SEND_TIMEOUT) -> None:
         """Send a one-way message (``TELL``, ``EVENT`` or ``BATCH``) to ``to``."""
-        target = self._target(to, message)
-        box = self.outbox(target)
-        mid, frame = self.frame(target, kind, message, priority=priority, routing=routing,
-                                route=route if route is not None else (to if to != target else None))
-        if not self._admit(box, mid, frame, timeout):
+        box = self.outboxes.get(to)      # the common case: an actor already sent to
+        if box is None:
+            target = self._target(to, message)
+            box = self.outbox(target)
+            if route is None and to != target:
+                route = to
+        mid = self.ids.next()
+        frame = zmq_bus.encode_envelope(kind, mid, message, sender=self.name, target=box.target,
+                                        priority=priority, routing=routing, route=route)
+        if len(frame) > self.max_bytes:
+            zmq_bus.check_size(frame, self.max_bytes, target=box.target)
+        # One read of the shared table serves backpressure and liveness.
+        incarnation, state, depth = self.table.look(box.slot)
+        capacity = box.peer.capacity
+        if depth >= capacity or len(box.pending) >= capacity:
+            if not self._admit(box, mid, frame, timeout):
+                return
+            incarnation, state, depth = self.table.look(box.slot)
+        tracked = box.tracked
+        if state == RUNNING:
+            if tracked and (incarnation != box.incarnation or box.stashed):
+                self._catch_up(box, incarnation)
+            if not self._push(box, mid, frame):
+                return
+        elif tracked:
+            incarnation = 0      # stashed until the receiver runs again
+            box.stashed += 1
+        elif not self._push(box, mid, frame):
             return
-        self._dispatch(box, mid, frame)
+        if tracked:
+            box.pending[mid] = [frame, incarnation, time.monotonic(),
+                                self.journal.append(box.target, frame)]
+            self.unacked += 1
+            box.sends += 1
+            if box.sends % DRAIN_EVERY == 0:
+                self.read_receipts(box)
 
     def publish(self, event_type: str, message: Any) -> int:
         """``message`` to every subscriber of ``event_type`` (one member per pool)."""
@@ -199,22 +228,6 @@ class Courier:
             self.sink.add(Reason.UNKNOWN_ACTOR, sender=self.name, target=to, message_id=0,
                           frame=frame, detail="no such actor or pool in the configuration")
             raise
-
-    def _dispatch(self, box: Outbox, mid: int, frame: bytes) -> None:
-        incarnation, state = self._ready_to_push(box)
-        if state == RUNNING or not box.tracked:
-            if not self._push(box, mid, frame):
-                return
-        else:
-            incarnation = 0      # stashed until the receiver runs again
-            box.stashed += 1
-        if box.tracked:
-            box.pending[mid] = [frame, incarnation, time.monotonic(),
-                                self.journal.append(box.target, frame)]
-            self.unacked += 1
-        box.sends += 1
-        if box.sends % DRAIN_EVERY == 0:
-            self.read_receipts(box)
 
     def _push(self, box: Outbox, mid: int, frame: bytes) -> bool:
         """Hand a new message to the socket. When the socket's buffers stay full
@@ -253,9 +266,12 @@ class Courier:
         down, and what its previous incarnation died holding."""
         incarnation, state = self.table.state(box.slot)
         if state == RUNNING and box.tracked and (incarnation != box.incarnation or box.stashed):
-            self.read_receipts(box)
-            self._redeliver(box, incarnation)
+            self._catch_up(box, incarnation)
         return incarnation, state
+
+    def _catch_up(self, box: Outbox, incarnation: int) -> None:
+        self.read_receipts(box)
+        self._redeliver(box, incarnation)
 
     def _has_room(self, box: Outbox) -> bool:
         capacity = box.peer.capacity

@@ -32,6 +32,9 @@ class Admission(enum.Enum):
     REFUSED = "refused"        # not accepted (drop_newest, fail)
 
 
+_ACCEPTED = (Admission.ACCEPTED, None)
+
+
 class Mailbox:
     """Messages waiting to be handled. An entry is any object; ``size`` is how
     many messages it stands for (a batch is one entry of many messages)."""
@@ -44,6 +47,7 @@ class Mailbox:
         # Scanned highest priority first.
         self._order = tuple(reversed(self._queues))
         self._depth = 0
+        self._sizes: dict[int, int] = {}
 
     def __len__(self) -> int:
         return self._depth
@@ -58,20 +62,32 @@ class Mailbox:
     def offer(self, entry: Any, priority: int, size: int = 1) -> tuple[Admission, Any]:
         """Take ``entry`` in, or not, by the policy; returns what happened and the
         entry that left (the evicted one, the refused one itself, or None)."""
-        if self._depth + size > self.capacity and self._depth:
-            policy = self.policy
-            if policy is Backpressure.DROP_NEWEST or policy is Backpressure.FAIL:
+        if self._depth + size <= self.capacity or not self._depth:
+            self._put(entry, priority, size)
+            return _ACCEPTED
+        policy = self.policy
+        if policy is Backpressure.DROP_NEWEST or policy is Backpressure.FAIL:
+            return Admission.REFUSED, entry
+        if policy is Backpressure.DROP_OLDEST:
+            evicted = self._evict(priority)
+            if evicted is None:
                 return Admission.REFUSED, entry
-            if policy is Backpressure.DROP_OLDEST:
-                evicted = self._evict(priority)
-                if evicted is None:
-                    return Admission.REFUSED, entry
-                self._queues[priority].append((entry, size))
-                self._depth += size
-                return Admission.EVICTED, evicted
-        self._queues[priority].append((entry, size))
+            self._put(entry, priority, size)
+            return Admission.EVICTED, evicted
+        self._put(entry, priority, size)
+        return _ACCEPTED
+
+    def _put(self, entry: Any, priority: int, size: int) -> None:
+        self._queues[priority].append(entry)
         self._depth += size
-        return Admission.ACCEPTED, None
+        if size != 1:
+            # Entries are stored bare (no per-message wrapper); the rare
+            # multi-message ones have their size noted aside.
+            self._sizes[id(entry)] = size
+
+    def _taken(self, entry: Any) -> Any:
+        self._depth -= self._sizes.pop(id(entry), 1) if self._sizes else 1
+        return entry
 
     def _evict(self, incoming: int) -> Any:
         """Remove the oldest entry of the lowest priority present, never one of
@@ -79,18 +95,14 @@ class Mailbox:
         for priority in range(incoming + 1):
             queue = self._queues[priority]
             if queue:
-                entry, size = queue.popleft()
-                self._depth -= size
-                return entry
+                return self._taken(queue.popleft())
         return None
 
     def pop(self) -> Any:
         """The next entry to handle; raises IndexError when empty."""
         for queue in self._order:
             if queue:
-                entry, size = queue.popleft()
-                self._depth -= size
-                return entry
+                return self._taken(queue.popleft())
         raise IndexError("pop from an empty mailbox")
 
     def peek_priority(self) -> int | None:

@@ -36,6 +36,7 @@ LIVE, DONE = 1, 0
 _HEAD = struct.Struct("<HBxIQ")
 _TARGET = struct.Struct("<H")
 _STATE_AT = 2
+_END = bytes(_HEAD.size)
 DEFAULT_BYTES = 4 * 1024 * 1024        # both files together; pages are used as written
 
 
@@ -50,14 +51,18 @@ class OutboxJournal:
         self.live = [0, 0]
         self.seq = 0
         self.unjournaled = 0
+        self._prefixes: dict[str, bytes] = {}
         for mm in self.maps:
             _HEAD.pack_into(mm, 0, 0, 0, 0, 0)
 
     def append(self, target: str, frame: bytes) -> int:
         """Journal one message; returns its handle for ``done``, or -1 when it
         could not be journaled (too large, or both files still hold live ones)."""
-        name = target.encode()
-        length = _TARGET.size + len(name) + len(frame)
+        prefix = self._prefixes.get(target)
+        if prefix is None:
+            name = target.encode()
+            prefix = self._prefixes[target] = _TARGET.pack(len(name)) + name
+        length = len(prefix) + len(frame)
         need = _HEAD.size + length
         if self.pos + need + _HEAD.size > self.half:
             other = 1 - self.current
@@ -68,14 +73,13 @@ class OutboxJournal:
             _HEAD.pack_into(self.maps[other], 0, 0, 0, 0, 0)
         mm, pos = self.maps[self.current], self.pos
         body = pos + _HEAD.size
-        _TARGET.pack_into(mm, body, len(name))
-        mm[body + 2:body + 2 + len(name)] = name
-        mm[body + 2 + len(name):body + length] = frame
-        _HEAD.pack_into(mm, body + length, 0, 0, 0, 0)
+        end = body + length
+        # Body and the zeroed header after it first, this record's header last.
+        mm[body:end + _HEAD.size] = prefix + frame + _END
         _HEAD.pack_into(mm, pos, MAGIC, LIVE, length, self.seq)
         self.seq += 1
         self.live[self.current] += 1
-        self.pos = body + length
+        self.pos = end
         return (self.current << 32) | pos
 
     def done(self, handle: int) -> None:

@@ -74,12 +74,12 @@ class RoutingKind(enum.IntEnum):
     BROADCAST = 1
 
 
-class Routing(msgspec.Struct, array_like=True, frozen=True):
+class Routing(msgspec.Struct, array_like=True, frozen=True, gc=False):
     kind: RoutingKind
     target: str          # actor name, or the event type of a broadcast
 
 
-class Metadata(msgspec.Struct, array_like=True, kw_only=True):
+class Metadata(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     created_at: float
     from_actor: str
     to_actor: str | None = None
@@ -89,7 +89,7 @@ class Metadata(msgspec.Struct, array_like=True, kw_only=True):
     timeout: float | None = None
 
 
-class Envelope(msgspec.Struct, array_like=True, kw_only=True):
+class Envelope(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     """The seed's ``MessageEnvelope``, plus ``kind`` to tell requests from replies."""
 
     kind: Kind
