@@ -105,13 +105,6 @@ class Mailbox:
                 return self._taken(queue.popleft())
         raise IndexError("pop from an empty mailbox")
 
-    def peek_priority(self) -> int | None:
-        """Priority of the entry ``pop`` would return, or None when empty."""
-        for priority in range(PRIORITIES - 1, -1, -1):
-            if self._queues[priority]:
-                return priority
-        return None
-
     def drain(self) -> list[Any]:
         """Remove and return every entry, in the order ``pop`` would."""
         out = []

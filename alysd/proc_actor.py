@@ -678,14 +678,9 @@ class ActorProcess:
             self._handle(first)
             return
         batch = self.batch
-        entries = [first]
+        entries: list = []
         messages: list = []
-        try:
-            self._gather(first[1], messages)
-        except ProtocolError as exc:
-            self._handler_failed(exc, first[1])
-            self._owe_receipt(first[0], first[1].message_id)
-            return
+        self._gather(first, entries, messages)
         deadline = time.monotonic() + batch.max_wait
         mailbox = self.mailbox
         while len(messages) < batch.max_batch and not self._stopping:
@@ -696,8 +691,6 @@ class ActorProcess:
                     if wait <= 0 or not self.inbox.poll(max(1, int(wait * 1000))):
                         break
                     continue
-            if mailbox.peek_priority() is None:
-                break
             entry = mailbox.pop()
             if entry[1].kind == _ASK:
                 # Requests keep their turn: handle the batch so far, then it.
@@ -705,20 +698,23 @@ class ActorProcess:
                 entries, messages = [], []
                 self._handle(entry)
                 return
-            try:
-                self._gather(entry[1], messages)
-            except ProtocolError as exc:
-                self._handler_failed(exc, entry[1])
-                self._owe_receipt(entry[0], entry[1].message_id)
-                continue
-            entries.append(entry)
+            self._gather(entry, entries, messages)
         self._run_batch(entries, messages)
 
-    def _gather(self, env: Envelope, messages: list) -> None:
-        if env.kind == _BATCH:
-            messages.extend(self._decode_batch(env))
-        else:
-            messages.append(self._decode(env))
+    def _gather(self, entry: tuple, entries: list, messages: list) -> None:
+        """Add one message (or a sent batch) to the batch being gathered; one that
+        does not decode is logged as a handler failure and receipted."""
+        env = entry[1]
+        try:
+            if env.kind == _BATCH:
+                messages.extend(self._decode_batch(env))
+            else:
+                messages.append(self._decode(env))
+        except ProtocolError as exc:
+            self._handler_failed(exc, env)
+            self._owe_receipt(entry[0], env.message_id)
+            return
+        entries.append(entry)
 
     def _run_batch(self, entries: list, messages: list) -> None:
         if not entries:

@@ -97,20 +97,26 @@ def test_fail_policy_raises_mailbox_full_to_the_sender_at_once(start_daemon, tmp
     wait_until(lambda: ns(journal) == [0, *accepted], message="accepted messages handled")
 
 
-def test_drop_newest_dead_letters_the_newest_without_an_error(start_daemon, tmp_path):
-    journal, release = tmp_path / "journal", tmp_path / "release"
-    d = start_daemon(tree_toml(
-        recorder("r", journal, mailbox={"capacity": 3, "backpressure": "drop_newest"}),
-        PUMP, actor_toml("a")))
+def flood_a_busy_receiver(d, journal, release, reason: str) -> tuple[list[int], list[int]]:
+    """Ten messages to a busy ``r`` of capacity 3; once it is released and every
+    message is handled or dead-lettered for ``reason``: the two lists of n."""
     busy(d, journal, release)
     assert pump(d, "r", [{"n": n} for n in range(1, 11)])["results"] == ["ok"] * 10
     release.touch()
 
     def settled():
         handled = ns(journal)[1:]
-        dropped = [x["payload"]["n"] for x in letters(d, "dropped_newest")]
+        dropped = [x["payload"]["n"] for x in letters(d, reason)]
         return len(handled) + len(dropped) == 10 and (handled, dropped)
-    handled, dropped = wait_until(settled, message="every message handled or dead-lettered")
+    return wait_until(settled, message="every message handled or dead-lettered")
+
+
+def test_drop_newest_dead_letters_the_newest_without_an_error(start_daemon, tmp_path):
+    journal, release = tmp_path / "journal", tmp_path / "release"
+    d = start_daemon(tree_toml(
+        recorder("r", journal, mailbox={"capacity": 3, "backpressure": "drop_newest"}),
+        PUMP, actor_toml("a")))
+    handled, dropped = flood_a_busy_receiver(d, journal, release, "dropped_newest")
     assert dropped and sorted(handled + dropped) == list(range(1, 11))
     assert handled == sorted(handled) and max(handled) < min(dropped)  # the newest went
     assert len(handled) <= 3
@@ -121,15 +127,7 @@ def test_drop_oldest_keeps_the_newest(start_daemon, tmp_path):
     d = start_daemon(tree_toml(
         recorder("r", journal, mailbox={"capacity": 3, "backpressure": "drop_oldest"}),
         PUMP, actor_toml("a")))
-    busy(d, journal, release)
-    assert pump(d, "r", [{"n": n} for n in range(1, 11)])["results"] == ["ok"] * 10
-    release.touch()
-
-    def settled():
-        handled = ns(journal)[1:]
-        dropped = [x["payload"]["n"] for x in letters(d, "dropped_oldest")]
-        return len(handled) + len(dropped) == 10 and (handled, dropped)
-    handled, dropped = wait_until(settled, message="every message handled or dead-lettered")
+    handled, dropped = flood_a_busy_receiver(d, journal, release, "dropped_oldest")
     assert handled == [8, 9, 10]
     assert dropped == list(range(1, 8))
     assert {x["target"] for x in letters(d, "dropped_oldest")} == {"r"}
