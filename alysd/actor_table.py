@@ -5,10 +5,9 @@ zygote, so every process of the tree inherits the same pages and nothing is
 left on disk. Each slot has two halves with one writer each, so no lock is
 needed:
 
-* liveness, written by the root: the current incarnation and, once it ended,
-  how (state, exit reason, code or signal). A requester waiting for a reply
-  reads its target's liveness and fails at once with ``ActorExited`` when the
-  incarnation it sent to is gone, instead of waiting out its timeout.
+* liveness, written by the root: the current incarnation and whether it runs.
+  A sender reads it to stash messages while its receiver is down and to
+  redeliver what an incarnation that ended was holding.
 * activity, written by the actor: the message it is handling (id, kind,
   sender, since when). The root reads it after the actor died, when nothing
   writes it any more, to say in the crash report what the actor was doing.
@@ -22,7 +21,7 @@ needed:
 
 Slot layout (little endian, 64 bytes)::
 
-    0  u32 incarnation   4 u8 state   5 u8 exit reason   6 i16 exit code/signal
+    0  u32 incarnation   4 u8 state
     8  u8 kind+1 (0 = idle)   9 u16 sender index   11 u64 message id   19 f64 since
     32 u64 id of the message the last crash happened on   40 u32 crashes in a row on it
     48 u32 mailbox depth
@@ -43,8 +42,7 @@ from dataclasses import dataclass
 from alysd.zmq_bus import CTL_IDENTITY
 
 SLOT = 64
-_LIVENESS = struct.Struct("<IBBh")
-_STATE = struct.Struct("<IB")
+_LIVENESS = struct.Struct("<IB")
 _ACTIVITY = struct.Struct("<BHQd")
 _IDLE = struct.Struct("<B")
 _CRASHES = struct.Struct("<QI")
@@ -54,9 +52,6 @@ _LOOK = struct.Struct("<IB43xI")     # incarnation, state, ..., depth at 48
 _CRASHES_AT, _DEPTH_AT = 32, 48
 
 RUNNING, EXITED = 1, 2
-# Exit reasons as stored (index into this tuple); anything else is "other".
-REASONS = ("other", "clean", "exit_code", "signal", "start_failed", "config", "start_timeout",
-           "spawn_failed", "zygote_died")
 CTL_SENDER = 0xFFFF      # alysctl, through the root
 UNKNOWN_SENDER = 0xFFFE
 
@@ -83,14 +78,12 @@ class ActorTable:
     # --- the root's side ----------------------------------------------------------
 
     def set_running(self, name: str, incarnation: int) -> None:
-        _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, RUNNING, 0, 0)
+        _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, RUNNING)
         _ACTIVITY.pack_into(self._mem, self.index[name] * SLOT + 8, 0, 0, 0, 0.0)
         _DEPTH.pack_into(self._mem, self.index[name] * SLOT + _DEPTH_AT, 0)
 
-    def set_exited(self, name: str, incarnation: int, reason: str, detail: int | None) -> None:
-        code = REASONS.index(reason) if reason in REASONS else 0
-        _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, EXITED, code,
-                            max(-32768, min(32767, detail or 0)))
+    def set_exited(self, name: str, incarnation: int) -> None:
+        _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, EXITED)
 
     def record_crash(self, name: str, message_id: int) -> int:
         """Note that an incarnation of ``name`` died handling ``message_id``;
@@ -115,15 +108,6 @@ class ActorTable:
         return Activity(kind - 1, who, mid, since)
 
     # --- an actor's side --------------------------------------------------------------
-
-    def liveness(self, name: str) -> tuple[int, int, str, int]:
-        """(incarnation, state, exit reason, exit code or signal) of ``name``."""
-        inc, state, reason, detail = _LIVENESS.unpack_from(self._mem, self.index[name] * SLOT)
-        return inc, state, REASONS[reason] if reason < len(REASONS) else "other", detail
-
-    def state(self, slot: int) -> tuple[int, int]:
-        """(incarnation, state) of the actor in ``slot``: the hot path's liveness read."""
-        return _STATE.unpack_from(self._mem, slot * SLOT)
 
     def look(self, slot: int) -> tuple[int, int, int]:
         """(incarnation, state, mailbox depth) of the actor in ``slot``, in one read:

@@ -44,7 +44,10 @@ class Recipient:
 
 
 class BusControl:
-    def __init__(self, dead_letter_path: str, dead_letter_capacity: int, max_bytes: int):
+    def __init__(self, dead_letter_path: str, dead_letter_capacity: int, max_bytes: int,
+                 recipients: Callable[[], Iterable[Recipient]]):
+        # Every live incarnation, asked for only when there is something to push.
+        self.recipients = recipients
         self.rules: dict[int, FilterRule] = {}
         # filter id -> matches counted by incarnations that ended; and by live
         # ones, per actor, as of their last heartbeat
@@ -70,8 +73,8 @@ class BusControl:
         if messages:
             self._deliver(recipient, messages)
 
-    def _broadcast(self, recipients: Iterable[Recipient], message) -> None:
-        for recipient in recipients:
+    def _broadcast(self, message) -> None:
+        for recipient in self.recipients():
             self._deliver(recipient, [message])
 
     @staticmethod
@@ -96,18 +99,17 @@ class BusControl:
 
     # --- subscriptions -------------------------------------------------------------------
 
-    def subscribe(self, recipient: Recipient, event_type: str,
-                  everyone: Iterable[Recipient]) -> None:
+    def subscribe(self, recipient: Recipient, event_type: str) -> None:
         self.subscriptions.setdefault(event_type, {})[recipient.name] = (
             recipient.pool or recipient.name)
-        self._broadcast(everyone, self._subscribers())
+        self._broadcast(self._subscribers())
 
     def heard(self, name: str, filter_hits: dict[int, int]) -> None:
         """An incarnation's latest filter-match counts (from its heartbeat)."""
         if filter_hits:
             self.hits_live[name] = filter_hits
 
-    def incarnation_ended(self, name: str, everyone: Iterable[Recipient]) -> None:
+    def incarnation_ended(self, name: str) -> None:
         """Run-time subscriptions belong to the incarnation that made them; its
         filter matches are kept."""
         for rule_id, hits in self.hits_live.pop(name, {}).items():
@@ -118,12 +120,11 @@ class BusControl:
                 changed = True
         if changed:
             self.subscriptions = {e: s for e, s in self.subscriptions.items() if s}
-            self._broadcast(everyone, self._subscribers())
+            self._broadcast(self._subscribers())
 
     # --- filters ----------------------------------------------------------------------------
 
-    def add_filter(self, args: dict, actors: Iterable[str],
-                   everyone: Iterable[Recipient]) -> dict:
+    def add_filter(self, args: dict, actors: Iterable[str]) -> dict:
         action = args.get("action")
         if action not in ACTIONS:
             raise CommandError(f"filter action must be one of {', '.join(ACTIONS)}, "
@@ -149,7 +150,7 @@ class BusControl:
                           rate=rate, delay=delay)
         self._next_rule += 1
         self.rules[rule.id] = rule
-        self._broadcast(everyone, self._filters())
+        self._broadcast(self._filters())
         log.warning("installed message filter %d: %s", rule.id, _show(rule))
         return {"id": rule.id}
 
@@ -162,7 +163,7 @@ class BusControl:
         return {"filters": [msgspec.structs.asdict(rule) | {"matched": self.matched(rule.id)}
                             for rule in self.rules.values()]}
 
-    def remove_filters(self, args: dict, everyone: Iterable[Recipient]) -> dict:
+    def remove_filters(self, args: dict) -> dict:
         if args.get("all"):
             removed = list(self.rules)
         else:
@@ -173,7 +174,7 @@ class BusControl:
         for rule_id in removed:
             del self.rules[rule_id]
         if removed:
-            self._broadcast(everyone, self._filters())
+            self._broadcast(self._filters())
             log.warning("removed message filters %s", ", ".join(map(str, removed)))
         return {"removed": len(removed)}
 

@@ -74,7 +74,8 @@ class Outbox:
         self.peer = peer
         self.sock = sock
         self.tracked = peer.delivery is Delivery.AT_LEAST_ONCE
-        # message id -> [frame, incarnation it went to (0 = not sent yet), since]
+        # message id -> [frame, incarnation it went to (0 = not sent yet), since,
+        #                journal handle]
         self.pending: dict[int, list] = {}
         self.sends = 0
         # The receiver's incarnation as of the last tend: everything pending was
@@ -179,11 +180,8 @@ class Courier:
             box = self.outbox(target)
             if route is None and to != target:
                 route = to
-        mid = self.ids.next()
-        frame = zmq_bus.encode_envelope(kind, mid, message, sender=self.name, target=box.target,
-                                        priority=priority, routing=routing, route=route)
-        if len(frame) > self.max_bytes:
-            zmq_bus.check_size(frame, self.max_bytes, target=box.target)
+        mid, frame = self.frame(box.target, kind, message, priority=priority, routing=routing,
+                                route=route)
         # One read of the shared table serves backpressure and liveness.
         incarnation, state, depth = self.table.look(box.slot)
         capacity = box.peer.capacity
@@ -191,21 +189,15 @@ class Courier:
             if not self._admit(box, mid, frame, timeout):
                 return
             incarnation, state, depth = self.table.look(box.slot)
-        tracked = box.tracked
-        if state == RUNNING:
-            if tracked and (incarnation != box.incarnation or box.stashed):
-                self._catch_up(box, incarnation)
+        self._in_order(box, incarnation, state)
+        if state == RUNNING or not box.tracked:
             if not self._push(box, mid, frame):
                 return
-        elif tracked:
+        else:
             incarnation = 0      # stashed until the receiver runs again
             box.stashed += 1
-        elif not self._push(box, mid, frame):
-            return
-        if tracked:
-            box.pending[mid] = [frame, incarnation, time.monotonic(),
-                                self.journal.append(box.target, frame)]
-            self.unacked += 1
+        if box.tracked:
+            self._hold(box, mid, frame, incarnation)
             box.sends += 1
             if box.sends % DRAIN_EVERY == 0:
                 self.read_receipts(box)
@@ -260,18 +252,40 @@ class Courier:
         except zmq.Again:
             return False
 
-    def _ready_to_push(self, box: Outbox) -> tuple[int, int]:
-        """The receiver's (incarnation, state), after sending whatever must go
-        before a new message to keep FIFO order: what was stashed while it was
-        down, and what its previous incarnation died holding."""
-        incarnation, state = self.table.state(box.slot)
+    def _in_order(self, box: Outbox, incarnation: int, state: int) -> None:
+        """Before a new message goes to a running receiver, send what must go
+        first to keep FIFO order: what was stashed while it was down, and what
+        its previous incarnation died holding."""
         if state == RUNNING and box.tracked and (incarnation != box.incarnation or box.stashed):
-            self._catch_up(box, incarnation)
-        return incarnation, state
+            self.read_receipts(box)
+            self._redeliver(box, incarnation)
 
-    def _catch_up(self, box: Outbox, incarnation: int) -> None:
-        self.read_receipts(box)
-        self._redeliver(box, incarnation)
+    def _hold(self, box: Outbox, mid: int, frame: bytes, incarnation: int) -> None:
+        """Keep (and journal) a copy of a message until its receipt."""
+        box.pending[mid] = [frame, incarnation, time.monotonic(),
+                            self.journal.append(box.target, frame)]
+        self.unacked += 1
+
+    def _release(self, box: Outbox, mid: int) -> list | None:
+        """Forget the copy of a message that needs no more delivery (receipted,
+        answered or dead-lettered); returns it, or None if there was none."""
+        entry = box.pending.pop(mid, None)
+        if entry is not None:
+            self.unacked -= 1
+            self.journal.done(entry[3])
+        return entry
+
+    def _quarantined(self, box: Outbox, mid: int, frame: bytes) -> str | None:
+        """Whether ``mid`` is the message ``max_retries`` incarnations in a row
+        died handling; if so it is dead-lettered as poison and the reason is
+        returned."""
+        crashed, crashes = self.table.crashes(box.slot)
+        if mid != crashed or crashes < box.peer.max_retries:
+            return None
+        why = f"{crashes} incarnations in a row died handling it"
+        self.sink.add(Reason.POISON, sender=self.name, target=box.target, message_id=mid,
+                      frame=frame, detail=why)
+        return why
 
     def _has_room(self, box: Outbox) -> bool:
         capacity = box.peer.capacity
@@ -342,19 +356,12 @@ class Courier:
             except ProtocolError:
                 return None
             if isinstance(acked, list):
-                done = self.journal.done
                 for mid in acked:
-                    entry = pending.pop(mid, None)
-                    if entry is not None:
-                        self.unacked -= 1
-                        done(entry[3])
+                    if mid in pending:
+                        self._release(box, mid)
             return None
-        corr = env.correlation_id
-        if corr is not None:
-            entry = pending.pop(corr, None)
-            if entry is not None:
-                self.unacked -= 1
-                self.journal.done(entry[3])
+        if env.correlation_id is not None:
+            self._release(box, env.correlation_id)
         return env
 
     # --- looking after unacknowledged messages ---------------------------------------
@@ -379,7 +386,7 @@ class Courier:
             self.read_receipts(box)
             if not box.pending:
                 continue
-            incarnation, state = self.table.state(box.slot)
+            incarnation, state, _ = self.table.look(box.slot)
             if state == RUNNING:
                 if incarnation != box.incarnation or box.stashed:
                     self._redeliver(box, incarnation)
@@ -392,7 +399,6 @@ class Courier:
         Returns how many were adopted; those for unknown actors are
         dead-lettered."""
         adopted = 0
-        now = time.monotonic()
         for target, frame in records:
             try:
                 frame, env = zmq_bus.redelivery(frame)
@@ -406,9 +412,8 @@ class Courier:
             box = self.outbox(target)
             if not box.tracked or env.message_id in box.pending:
                 continue
-            box.pending[env.message_id] = [frame, 0, now, self.journal.append(target, frame)]
+            self._hold(box, env.message_id, frame, 0)
             box.stashed += 1
-            self.unacked += 1
             adopted += 1
         return adopted
 
@@ -424,42 +429,26 @@ class Courier:
             for box in self.outboxes.values():
                 if box.pending:
                     poller.register(box.sock, zmq.POLLIN)
-            if poller.poll(max(1, int(min(remaining, TEND_INTERVAL) * 1000))):
-                for box in self.outboxes.values():
-                    if box.pending:
-                        self.read_receipts(box)
-            self.tend()
+            poller.poll(max(1, int(min(remaining, TEND_INTERVAL) * 1000)))
+            self.tend()       # reads the receipts that woke the poll
 
     def _redeliver(self, box: Outbox, incarnation: int) -> None:
         stale = [mid for mid, entry in box.pending.items() if entry[1] != incarnation]
         box.incarnation = incarnation
         box.stashed = 0
-        if not stale:
-            return
-        crashed, crashes = self.table.crashes(box.slot)
         for mid in stale:
             entry = box.pending[mid]
-            if entry[1] and not self._retry(box, mid, entry, crashed, crashes):
-                continue
+            if entry[1]:
+                # A dead incarnation held it: quarantine, or send it once more.
+                if self._quarantined(box, mid, entry[0]):
+                    self._release(box, mid)
+                    continue
+                entry[0] = zmq_bus.redelivery(entry[0])[0]
             if self._resend(box, entry[0]):
                 entry[1] = incarnation
             else:
                 entry[1] = 0          # prepared; sent on a later tend
                 box.stashed += 1
-
-    def _retry(self, box: Outbox, mid: int, entry: list, crashed: int, crashes: int) -> bool:
-        """Prepare a redelivery of a message a dead incarnation held; False (and
-        the message quarantined) when it is the one that kept crashing it."""
-        if mid == crashed and crashes >= box.peer.max_retries:
-            del box.pending[mid]
-            self.unacked -= 1
-            self.journal.done(entry[3])
-            self.sink.add(Reason.POISON, sender=self.name, target=box.target, message_id=mid,
-                          frame=entry[0],
-                          detail=f"{crashes} incarnations in a row died handling it")
-            return False
-        entry[0] = zmq_bus.redelivery(entry[0])[0]
-        return True
 
     def _expire(self, box: Outbox, now: float) -> None:
         # Pending messages are in sending order, so the expired ones come first.
@@ -470,9 +459,7 @@ class Courier:
                 break
             expired.append(mid)
         for mid in expired:
-            entry = box.pending.pop(mid)
-            self.unacked -= 1
-            self.journal.done(entry[3])
+            entry = self._release(box, mid)
             self.sink.add(Reason.TIMEOUT, sender=self.name, target=box.target, message_id=mid,
                           frame=entry[0], detail=f"{box.target!r} was not running for "
                           f"{self.delivery_timeout:g}s")
@@ -537,7 +524,8 @@ class _Call:
         if not courier._admit(box, self.mid, self.frame, timeout):
             raise self._dropped()
         courier.waiting.add(self.mid)
-        incarnation, state = courier._ready_to_push(box)
+        incarnation, state, _ = courier.table.look(box.slot)
+        courier._in_order(box, incarnation, state)
         # The incarnation holding the request; 0 while none does (an untracked
         # request pushed to a receiver that is down latches onto the next one).
         self.sent_to = 0
@@ -593,7 +581,7 @@ class _Call:
         env = courier.replies.pop(self.mid, None)
         if env is not None:
             return env
-        incarnation, state = courier.table.state(box.slot)
+        incarnation, state, _ = courier.table.look(box.slot)
         if state != RUNNING or incarnation == self.sent_to:
             return None
         if self.sent_to == 0 and self.pushed:
@@ -604,14 +592,10 @@ class _Call:
             if not box.tracked:
                 raise ActorExited(f"actor {box.target!r} exited while handling request "
                                   f"{self.mid}", actor=box.target, message_id=self.mid)
-            crashed, crashes = courier.table.crashes(box.slot)
-            if self.mid == crashed and crashes >= box.peer.max_retries:
-                courier.sink.add(Reason.POISON, sender=courier.name, target=box.target,
-                                 message_id=self.mid, frame=self.frame,
-                                 detail=f"{crashes} incarnations in a row died handling it")
+            why = courier._quarantined(box, self.mid, self.frame)
+            if why:
                 raise PoisonMessage(f"request {self.mid} to {box.target!r} was quarantined: "
-                                    f"{crashes} incarnations in a row died handling it",
-                                    actor=box.target, message_id=self.mid)
+                                    f"{why}", actor=box.target, message_id=self.mid)
             self.frame = zmq_bus.redelivery(self.frame)[0]
             self.sent_to = 0
             self.pushed = False

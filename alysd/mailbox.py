@@ -55,10 +55,6 @@ class Mailbox:
     def __bool__(self) -> bool:
         return self._depth > 0
 
-    @property
-    def full(self) -> bool:
-        return self._depth >= self.capacity
-
     def offer(self, entry: Any, priority: int, size: int = 1) -> tuple[Admission, Any]:
         """Take ``entry`` in, or not, by the policy; returns what happened and the
         entry that left (the evicted one, the refused one itself, or None)."""

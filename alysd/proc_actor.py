@@ -501,7 +501,7 @@ class ActorProcess:
             self._reject(ident, data, str(exc))
             return
         kind = env.kind
-        if kind != _TELL and kind != _ASK and kind not in _ONE_WAY:
+        if kind != _ASK and kind not in _ONE_WAY:
             self._reject(ident, data, f"a {Kind(kind).name} envelope cannot be delivered to an inbox")
             return
         # The sender is who the socket says it is, whatever the envelope claims.
@@ -597,23 +597,14 @@ class ActorProcess:
         kind = env.kind
         if kind == _ASK and env.metadata.timeout is not None and self._expired(entry):
             return
-        # The hot path, kept flat: begin/end of the activity record inlined.
-        table = self.table
-        self.current = env
-        table.handling(self.slot, kind, table.sender_index(env.metadata.from_actor),
-                       env.message_id)
+        self._begin(env)
         try:
             try:
                 if kind == _BATCH:
                     self._each_of_batch(env)
                     result = None
                 else:
-                    try:
-                        message = self._payload_decoder.decode(env.payload)
-                    except zmq_bus.DECODE_ERRORS as exc:
-                        raise ProtocolError(f"payload does not match "
-                                            f"{self.actor.message_type!r}: {exc}") from exc
-                    result = self.actor.handle_message(message, self.ctx)
+                    result = self.actor.handle_message(self._decode(env), self.ctx)
                     if self._async_handler:
                         result = self._run_async(result)
             except Exception as exc:
@@ -625,20 +616,12 @@ class ActorProcess:
                     self._owe_receipt(ident, env.message_id)
                 return
         finally:
-            self.current = None
-            table.idle(self.slot)
+            self._end()
         self.handled += 1
         if kind == _ASK:
             self._reply(ident, env, result)
-        elif self.acking and ident != _CTL:
-            owed = self._receipts.get(ident)
-            if owed is None:
-                self._receipts[ident] = [env.message_id]
-            else:
-                owed.append(env.message_id)
-            if not self._receipts_owed:
-                self._receipts_due = time.monotonic() + ACK_DELAY
-            self._receipts_owed += 1
+        else:
+            self._owe_receipt(ident, env.message_id)
 
     def _decode(self, env: Envelope) -> Any:
         try:

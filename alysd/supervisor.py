@@ -212,7 +212,7 @@ class Supervisor:
         lock.acquire()
         state_dir = prepare_state_dir(self.state_dir)
         self.bus = BusControl(dead_letter_path(state_dir), self.config.system.dead_letter_capacity,
-                              self.config.system.max_message_bytes)
+                              self.config.system.max_message_bytes, self._recipients)
         # Fork the zygote first: this process must not own a ZeroMQ context or
         # any thread when it forks.
         self.table = ActorTable(list(self.children))
@@ -455,7 +455,7 @@ class Supervisor:
     def _apply_system_message(self, child: Child, msg) -> None:
         if isinstance(msg, Subscribe):
             if child.pid is not None:
-                self.bus.subscribe(self._recipient(child), msg.event_type, self._recipients())
+                self.bus.subscribe(self._recipient(child), msg.event_type)
             return
         if msg.incarnation != child.incarnation:
             return  # a message from an incarnation we no longer track
@@ -521,7 +521,7 @@ class Supervisor:
         crashes = self.table.record_crash(child.name, doing.message_id) if doing else 0
         self._forget_incarnation(child, exit)
         self._fail_relayed_requests(child, exit)
-        self.bus.incarnation_ended(child.name, self._recipients())
+        self.bus.incarnation_ended(child.name)
         if was == State.STOPPING or self.shutting_down or child.held:
             # An exit we asked for: a stop, or the stop half of a restart.
             if child.restart_after_stop and not self.shutting_down:
@@ -639,8 +639,7 @@ class Supervisor:
         self._set_deadline(child, None)
         child.last_exit = exit
         child.ready_mono = None
-        self.table.set_exited(child.name, child.incarnation, exit.reason,
-                              exit.code if exit.code is not None else _signum(exit.signal))
+        self.table.set_exited(child.name, child.incarnation)
 
     def _set_deadline(self, child: Child, deadline: float | None) -> None:
         if deadline is None:
@@ -1095,13 +1094,13 @@ class Supervisor:
         answer(True, self.bus.purge())
 
     def cmd_filter_add(self, args: dict, answer) -> None:
-        answer(True, self.bus.add_filter(args, self.children, self._recipients()))
+        answer(True, self.bus.add_filter(args, self.children))
 
     def cmd_filter_list(self, args: dict, answer) -> None:
         answer(True, self.bus.list_filters())
 
     def cmd_filter_remove(self, args: dict, answer) -> None:
-        answer(True, self.bus.remove_filters(args, self._recipients()))
+        answer(True, self.bus.remove_filters(args))
 
     def cmd_version(self, args: dict, answer) -> None:
         answer(True, version_info() | {"pid": os.getpid(), "runtime_dir": self.rundir.path,
@@ -1126,13 +1125,6 @@ def _wait_pid(pid: int, timeout: float) -> bool:
         return False
     os.waitpid(pid, 0)
     return True
-
-
-def _signum(name: str | None) -> int | None:
-    try:
-        return int(signal.Signals[name]) if name else None
-    except KeyError:
-        return None
 
 
 def _describe(exit: LastExit | None) -> str:

@@ -79,10 +79,7 @@ def test_higher_priority_first_and_fifo_within_a_priority(start_daemon, tmp_path
 
 
 def test_fail_policy_raises_mailbox_full_to_the_sender_at_once(start_daemon, tmp_path):
-    journal, release = tmp_path / "journal", tmp_path / "release"
-    d = start_daemon(tree_toml(
-        recorder("r", journal, mailbox={"capacity": 3, "backpressure": "fail"}),
-        PUMP, actor_toml("a")))
+    d, journal, release = mailbox_daemon(start_daemon, tmp_path, {"capacity": 3, "backpressure": "fail"})
     busy(d, journal, release)
     out = pump(d, "r", [{"n": n} for n in range(1, 11)])
     accepted = [n for n, res in zip(range(1, 11), out["results"]) if res == "ok"]
@@ -95,6 +92,14 @@ def test_fail_policy_raises_mailbox_full_to_the_sender_at_once(start_daemon, tmp
     assert {(x["sender"], x["target"]) for x in dead} == {("pump", "r")}
     release.touch()
     wait_until(lambda: ns(journal) == [0, *accepted], message="accepted messages handled")
+
+
+def mailbox_daemon(start_daemon, tmp_path, mailbox: dict):
+    """A daemon with a Recorder ``r`` of that ``[mailbox]`` table, a Pump and a
+    Probe ``a``; returns it with r's journal and the file that releases r."""
+    journal = tmp_path / "journal"
+    d = start_daemon(tree_toml(recorder("r", journal, mailbox=mailbox), PUMP, actor_toml("a")))
+    return d, journal, tmp_path / "release"
 
 
 def flood_a_busy_receiver(d, journal, release, reason: str) -> tuple[list[int], list[int]]:
@@ -112,10 +117,7 @@ def flood_a_busy_receiver(d, journal, release, reason: str) -> tuple[list[int], 
 
 
 def test_drop_newest_dead_letters_the_newest_without_an_error(start_daemon, tmp_path):
-    journal, release = tmp_path / "journal", tmp_path / "release"
-    d = start_daemon(tree_toml(
-        recorder("r", journal, mailbox={"capacity": 3, "backpressure": "drop_newest"}),
-        PUMP, actor_toml("a")))
+    d, journal, release = mailbox_daemon(start_daemon, tmp_path, {"capacity": 3, "backpressure": "drop_newest"})
     handled, dropped = flood_a_busy_receiver(d, journal, release, "dropped_newest")
     assert dropped and sorted(handled + dropped) == list(range(1, 11))
     assert handled == sorted(handled) and max(handled) < min(dropped)  # the newest went
@@ -123,10 +125,7 @@ def test_drop_newest_dead_letters_the_newest_without_an_error(start_daemon, tmp_
 
 
 def test_drop_oldest_keeps_the_newest(start_daemon, tmp_path):
-    journal, release = tmp_path / "journal", tmp_path / "release"
-    d = start_daemon(tree_toml(
-        recorder("r", journal, mailbox={"capacity": 3, "backpressure": "drop_oldest"}),
-        PUMP, actor_toml("a")))
+    d, journal, release = mailbox_daemon(start_daemon, tmp_path, {"capacity": 3, "backpressure": "drop_oldest"})
     handled, dropped = flood_a_busy_receiver(d, journal, release, "dropped_oldest")
     assert handled == [8, 9, 10]
     assert dropped == list(range(1, 8))
@@ -145,10 +144,7 @@ def test_block_policy_delivers_everything_as_the_receiver_frees_room(start_daemo
 
 
 def test_block_policy_times_out_with_mailbox_full(start_daemon, tmp_path):
-    journal, release = tmp_path / "journal", tmp_path / "release"
-    d = start_daemon(tree_toml(
-        recorder("r", journal, mailbox={"capacity": 2, "backpressure": "block"}),
-        PUMP, actor_toml("a")))
+    d, journal, release = mailbox_daemon(start_daemon, tmp_path, {"capacity": 2, "backpressure": "block"})
     busy(d, journal, release)
     out = pump(d, "r", [{"n": n} for n in (1, 2, 3)], timeout=0.3)
     assert out["results"] == ["ok", "ok", "MailboxFull"]

@@ -52,7 +52,7 @@ def test_fail_refuses_the_incoming_message():
     box = Mailbox(1, Backpressure.FAIL)
     box.offer("a", NORMAL)
     assert box.offer("b", NORMAL) == (Admission.REFUSED, "b")
-    assert box.full
+    assert len(box) == box.capacity
 
 
 def test_drop_oldest_evicts_the_oldest_of_the_lowest_priority():
@@ -76,7 +76,7 @@ def test_drop_oldest_never_evicts_a_higher_priority_message():
 def test_block_accepts_past_capacity_the_loop_stops_reading_instead():
     box = Mailbox(1, Backpressure.BLOCK)
     box.offer("a", NORMAL)
-    assert box.full
+    assert len(box) == box.capacity
     assert box.offer("b", NORMAL) == (Admission.ACCEPTED, None)
     assert len(box) == 2
 
