@@ -78,7 +78,10 @@ class Actor:
         """Called on an orderly stop, after the last message."""
 
     def health_check(self) -> Health:
-        """Reported to the supervisor with every heartbeat."""
+        """Answers the supervisor's health probe (every ``health_interval``),
+        between two messages. ``Degraded``/``Unhealthy`` carry a reason shown by
+        ``alysctl status`` and ``/health``; an exception, a wrong return type, or
+        no answer within ``health_timeout`` count as unhealthy."""
         return Healthy()
 
     def handle_message(self, message: Any, ctx: "Context") -> Any:

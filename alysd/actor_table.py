@@ -18,18 +18,28 @@ needed:
 * depth, written by the actor: how many messages wait in its mailbox. Senders
   read it to apply the receiver's backpressure policy before they send, and
   ``alysctl status`` shows it.
+* beat, written by the actor's heartbeat thread once per heartbeat interval:
+  the root reads it to tell a live actor from a hung one without any message.
+* counters, written by the actor every few messages and before it blocks:
+  messages handled, handler failures, and a histogram of handling times
+  (``PROCESSING_BUCKETS``). The root reads them for status and metrics; they
+  start from zero with each incarnation.
 
-Slot layout (little endian, 64 bytes)::
+Slot layout (little endian, 192 bytes)::
 
     0  u32 incarnation   4 u8 state
     8  u8 kind+1 (0 = idle)   9 u16 sender index   11 u64 message id   19 f64 since
     32 u64 id of the message the last crash happened on   40 u32 crashes in a row on it
-    48 u32 mailbox depth
+    48 u32 mailbox depth   52 u32 beat
+    56 u64 handled   64 u64 errors   72 f64 seconds spent handling
+    80 u64 x 11 handling-time histogram: one count per bucket, the last for +Inf
 
 Each field is written by one process with one aligned store (or a struct
 pack of a few bytes) and read without a lock: a reader may see a value one
 update old, never one torn across the fields it uses together, because the
-fields read together are written together by the same writer.
+fields read together are written together by the same writer. The counters
+are the exception: read while being written they may mix two updates, which
+figures for status and metrics tolerate.
 """
 
 from __future__ import annotations
@@ -41,7 +51,9 @@ from dataclasses import dataclass
 
 from alysd.zmq_bus import CTL_IDENTITY
 
-SLOT = 64
+SLOT = 192
+PROCESSING_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+"""Upper bounds (seconds) of the handling-time histogram; a last bucket holds the rest."""
 _LIVENESS = struct.Struct("<IB")
 _ACTIVITY = struct.Struct("<BHQd")
 _IDLE = struct.Struct("<B")
@@ -49,9 +61,12 @@ _CRASHES = struct.Struct("<QI")
 _DEPTH = struct.Struct("<I")
 _SINCE = struct.Struct("<d")
 _LOOK = struct.Struct("<IB43xI")     # incarnation, state, ..., depth at 48
-_CRASHES_AT, _DEPTH_AT = 32, 48
+_BEAT = struct.Struct("<I")
+_COUNTERS = struct.Struct(f"<QQd{len(PROCESSING_BUCKETS) + 1}Q")
+_CRASHES_AT, _DEPTH_AT, _BEAT_AT, _COUNTERS_AT = 32, 48, 52, 56
 
 RUNNING, EXITED = 1, 2
+CONDEMNED = 0xFFFFFFFF   # crashes "in a row" of a message the root quarantines at once
 CTL_SENDER = 0xFFFF      # alysctl, through the root
 UNKNOWN_SENDER = 0xFFFE
 
@@ -64,6 +79,21 @@ class Activity:
     sender: str
     message_id: int
     since: float
+
+
+@dataclass(frozen=True)
+class Counters:
+    """An incarnation's message counters, as last published by it."""
+
+    handled: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    histogram: tuple[int, ...] = (0,) * (len(PROCESSING_BUCKETS) + 1)
+
+    def __add__(self, other: "Counters") -> "Counters":
+        return Counters(self.handled + other.handled, self.errors + other.errors,
+                        self.seconds + other.seconds,
+                        tuple(a + b for a, b in zip(self.histogram, other.histogram)))
 
 
 class ActorTable:
@@ -81,6 +111,8 @@ class ActorTable:
         _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, RUNNING)
         _ACTIVITY.pack_into(self._mem, self.index[name] * SLOT + 8, 0, 0, 0, 0.0)
         _DEPTH.pack_into(self._mem, self.index[name] * SLOT + _DEPTH_AT, 0)
+        self._mem[self.index[name] * SLOT + _COUNTERS_AT:
+                  self.index[name] * SLOT + _COUNTERS_AT + _COUNTERS.size] = bytes(_COUNTERS.size)
 
     def set_exited(self, name: str, incarnation: int) -> None:
         _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, EXITED)
@@ -90,9 +122,15 @@ class ActorTable:
         returns how many incarnations in a row have died on that message."""
         at = self.index[name] * SLOT + _CRASHES_AT
         last, count = _CRASHES.unpack_from(self._mem, at)
-        count = count + 1 if last == message_id else 1
+        count = min(count + 1, CONDEMNED) if last == message_id else 1
         _CRASHES.pack_into(self._mem, at, message_id, count)
         return count
+
+    def condemn(self, name: str, message_id: int) -> int:
+        """Mark ``message_id`` as poison whatever its crash count: its handler
+        was killed for running past ``max_cpu_time``. Returns ``CONDEMNED``."""
+        _CRASHES.pack_into(self._mem, self.index[name] * SLOT + _CRASHES_AT, message_id, CONDEMNED)
+        return CONDEMNED
 
     def activity(self, name: str) -> Activity | None:
         """The message ``name`` was handling, or None when it was idle."""
@@ -107,7 +145,24 @@ class ActorTable:
             who = "?"
         return Activity(kind - 1, who, mid, since)
 
+    def beat(self, name: str) -> int:
+        """The heartbeat counter of ``name``: it changes while the actor lives."""
+        return _BEAT.unpack_from(self._mem, self.index[name] * SLOT + _BEAT_AT)[0]
+
+    def counters(self, name: str) -> Counters:
+        handled, errors, seconds, *histogram = _COUNTERS.unpack_from(
+            self._mem, self.index[name] * SLOT + _COUNTERS_AT)
+        return Counters(handled, errors, seconds, tuple(histogram))
+
     # --- an actor's side --------------------------------------------------------------
+
+    def set_beat(self, slot: int, beat: int) -> None:
+        _BEAT.pack_into(self._mem, slot * SLOT + _BEAT_AT, beat & 0xFFFFFFFF)
+
+    def set_counters(self, slot: int, handled: int, errors: int, seconds: float,
+                     histogram: list[int]) -> None:
+        _COUNTERS.pack_into(self._mem, slot * SLOT + _COUNTERS_AT, handled, errors, seconds,
+                            *histogram)
 
     def look(self, slot: int) -> tuple[int, int, int]:
         """(incarnation, state, mailbox depth) of the actor in ``slot``, in one read:

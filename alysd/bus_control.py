@@ -71,20 +71,12 @@ class BusControl:
         if self.subscriptions:
             messages.append(self._subscribers())
         if messages:
-            self._deliver(recipient, messages)
+            deliver(recipient, messages)
 
     def _broadcast(self, message) -> None:
         for recipient in self.recipients():
-            self._deliver(recipient, [message])
+            deliver(recipient, [message])
 
-    @staticmethod
-    def _deliver(recipient: Recipient, messages: list) -> None:
-        for message in messages:
-            recipient.send(message)
-        try:
-            os.kill(recipient.pid, SYSTEM_MAIL)
-        except ProcessLookupError:
-            pass   # it died; its successor is greeted
 
     def _filters(self) -> Filters:
         return Filters(tuple(self.rules.values()))
@@ -198,6 +190,10 @@ class BusControl:
                 "count": stats.count, "evicted": stats.evicted,
                 "by_reason": dict(stats.by_reason)}
 
+    def dead_letters_by_reason(self) -> dict[str, int]:
+        """Dead letters ever put, per reason (what eviction and purges leave counted)."""
+        return dict(self.queue.stats().by_reason)
+
     def replay(self, args: dict, actors: set[str], send: Callable[[str, bytes], None],
                next_id: Callable[[], int]) -> dict:
         """Re-send one dead letter's payload to its target, as a one-way message
@@ -263,3 +259,14 @@ def _show(rule: FilterRule) -> str:
     if rule.delay is not None:
         parts.append(f"delay={rule.delay:g}s")
     return " ".join(parts)
+
+
+def deliver(recipient: Recipient, messages: list) -> None:
+    """System mail: send ``messages`` on the recipient's system channel, then
+    SIGUSR1 so that it reads them now, idle or between two messages."""
+    for message in messages:
+        recipient.send(message)
+    try:
+        os.kill(recipient.pid, SYSTEM_MAIL)
+    except ProcessLookupError:
+        pass   # it died; its successor is greeted

@@ -111,6 +111,12 @@ class PoolRouting(enum.Enum):
 class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Runtime-wide settings; durations in seconds, sizes in bytes.
 
+    Resource limits are checked every ``sample_interval`` (actors without
+    limits are sampled less often) and acted on after ``limit_breaches``
+    readings in a row over a limit. Every ``health_interval`` each running
+    actor is asked for its health; no answer within ``health_timeout`` counts
+    as unhealthy. An actor silent for 3 ``heartbeat_interval`` is hung.
+
     ``runtime_dir`` and ``state_dir`` None mean "resolved by the daemon".
     ``delivery_timeout`` is how long a message waits for a receiver that is
     not running before it is dead-lettered as timed out; at most
@@ -126,6 +132,17 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     dead_letter_capacity: int = 10000
     delivery_timeout: float = 30.0
+    sample_interval: float = 1.0
+    limit_breaches: int = 2
+    health_interval: float = 5.0
+    health_timeout: float = 3.0
+
+
+class MonitoringSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """The HTTP endpoint serving ``/metrics`` and ``/health``; ``listen`` is
+    (host, port), or None (the default) for no endpoint."""
+
+    listen: tuple[str, int] | None = None
 
 
 class MailboxSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,6 +197,10 @@ class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """An actor; ``shutdown_timeout`` None means brutal_kill (no grace period).
 
+    Limits: ``memory_limit`` bytes of RSS for the actor's whole process tree,
+    ``cpu_limit`` cores averaged over ``cpu_window`` seconds, ``max_cpu_time``
+    seconds of CPU for one message (None: no such limit).
+
     ``config`` is the actor's free-form ``[actors.NAME.config]`` table;
     ``batch`` is None when the actor has no ``[actors.NAME.batch]`` table.
     ``pool`` is set by the loader only, on the members of a pool (which carry
@@ -193,6 +214,8 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     restart: Restart = Restart.PERMANENT
     memory_limit: int | None = None
     cpu_limit: float | None = None
+    cpu_window: float = 5.0
+    max_cpu_time: float | None = None
     start_timeout: float = 10.0
     shutdown_timeout: float | None = 5.0
     backoff: BackoffSpec = msgspec.field(default_factory=BackoffSpec)
@@ -223,6 +246,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 
     system: SystemSpec
     supervisors: dict[str, SupervisorSpec]
+    monitoring: MonitoringSpec = MonitoringSpec()
     actors: dict[str, ActorSpec]
     root: str
     start_order: tuple[tuple[str, str], ...]
@@ -381,6 +405,17 @@ def _class_path(value: Any) -> str:
     return value
 
 
+def _listen(value: Any) -> tuple[str, int]:
+    """ "host:port" (IPv6 as "[::1]:port"); port 0 picks a free port."""
+    text = value if isinstance(value, str) else ""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not (colon and host and port.isdigit() and int(port) <= 65535):
+        raise ValueError(f'expected "host:port" such as "127.0.0.1:9615", got {_show(value)}')
+    return host, int(port)
+
+
 def _table(value: Any) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"expected a table, got {_show(value)}")
@@ -401,6 +436,13 @@ _SYSTEM: Schema = {
     "log_level": _choice(LOG_LEVELS),
     "dead_letter_capacity": _integer(1),
     "delivery_timeout": _duration,
+    "sample_interval": _duration,
+    "limit_breaches": _integer(1),
+    "health_interval": _duration,
+    "health_timeout": _duration,
+}
+_MONITORING: Schema = {
+    "listen": _listen,
 }
 _SUPERVISOR: Schema = {
     "parent": _string("a supervisor name"),
@@ -437,6 +479,9 @@ _ACTOR: Schema = {
     "restart": _enum(Restart),
     "memory_limit": _size,
     "cpu_limit": _number(0, inclusive=False),
+    "cpu_window": _duration,
+    "max_cpu_time": _duration,
+    "max_mailbox_size": _integer(1),
     "start_timeout": _duration,
     "shutdown_timeout": _shutdown_timeout,
     **_BACKOFF,
@@ -449,7 +494,7 @@ _ACTOR: Schema = {
     "config": _table,
 }
 _ACTOR_REQUIRED = ("supervisor", "class")
-_SECTIONS = ("system", "supervisors", "actors")
+_SECTIONS = ("system", "monitoring", "supervisors", "actors")
 _DEFAULT_BACKOFF = BackoffSpec()
 
 
@@ -534,6 +579,12 @@ def _check_actor(name: Any, values: dict, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"{path}.instances", f"expected at most {fits} for this "
                                       f"name: member names must fit in {MAX_NAME} characters, "
                                       f"{last!r} has {len(last)}; got {instances}"))
+    mailbox = values.get("mailbox")
+    size = values.get("max_mailbox_size")
+    if (isinstance(mailbox, dict) and mailbox.get("capacity", size) not in (size, _REFUSED)
+            and size not in (None, _REFUSED)):
+        issues.append(ConfigIssue(f"{path}.max_mailbox_size", "conflicts with mailbox.capacity "
+                                  f"({mailbox['capacity']}): give one of them, got {size}"))
     initial = values.get("initial_delay", _DEFAULT_BACKOFF.initial_delay)
     maximum = values.get("max_delay", _DEFAULT_BACKOFF.max_delay)
     if _REFUSED in (initial, maximum) or maximum >= initial:
@@ -612,13 +663,17 @@ def _actor_spec(name: str, values: dict, system: SystemSpec) -> ActorSpec:
         return {key: values.pop(key) for key in schema if key in values}
 
     batch = values.pop("batch", None)
+    mailbox = dict(values.pop("mailbox", {}))
+    # The seed's ActorResourceLimits name for the mailbox's capacity.
+    if "max_mailbox_size" in values:
+        mailbox["capacity"] = values.pop("max_mailbox_size")
     return ActorSpec(
         name=name,
         supervisor=values.pop("supervisor"),
         class_path=values.pop("class"),
         backoff=BackoffSpec(**take(_BACKOFF)),
         breaker=BreakerSpec(**take(_BREAKER)),
-        mailbox=MailboxSpec(**values.pop("mailbox", {})),
+        mailbox=MailboxSpec(**mailbox),
         batch=None if batch is None else BatchSpec(**batch),
         start_timeout=values.pop("start_timeout", system.start_timeout),
         shutdown_timeout=values.pop("shutdown_timeout", system.shutdown_timeout),
@@ -717,6 +772,7 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
         if key not in _SECTIONS:
             issues.append(ConfigIssue(_key(key), "unknown key"))
     system_values = _read(data.get("system", {}), _SYSTEM, "system", issues) or {}
+    monitoring_values = _read(data.get("monitoring", {}), _MONITORING, "monitoring", issues) or {}
     supervisor_values = _read_entries(data, "supervisors", _SUPERVISOR, issues)
     actor_values = _read_entries(data, "actors", _ACTOR, issues) or {}
     for name, values in actor_values.items():
@@ -729,6 +785,7 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
 
     # From here on every value was accepted and the tree is sound.
     system = SystemSpec(**system_values)
+    monitoring = MonitoringSpec(**monitoring_values)
     supervisors = {name: SupervisorSpec(name=name, **values)
                    for name, values in supervisor_values.items()}
     actors = {name: _actor_spec(name, values, system) for name, values in actor_values.items()}
@@ -740,6 +797,7 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
     order, pools = _expand_pools(order, actors)
     return Config(
         system=system,
+        monitoring=monitoring,
         supervisors={name: supervisors[name] for kind, name in order if kind == "supervisor"},
         actors={name: actors[name] for kind, name in order if kind == "actor"},
         root=root,

@@ -42,7 +42,7 @@ import zmq
 import zmq.asyncio
 
 from alysd import zmq_bus
-from alysd.actor_table import RUNNING, ActorTable
+from alysd.actor_table import CONDEMNED, RUNNING, ActorTable
 from alysd.config import Backpressure, Delivery
 from alysd.dead_letter_sink import DeadLetterSink
 from alysd.dead_letters import Reason
@@ -282,7 +282,8 @@ class Courier:
         crashed, crashes = self.table.crashes(box.slot)
         if mid != crashed or crashes < box.peer.max_retries:
             return None
-        why = f"{crashes} incarnations in a row died handling it"
+        why = ("its handler ran past max_cpu_time and was killed" if crashes == CONDEMNED
+               else f"{crashes} incarnations in a row died handling it")
         self.sink.add(Reason.POISON, sender=self.name, target=box.target, message_id=mid,
                       frame=frame, detail=why)
         return why

@@ -7,19 +7,22 @@ Human output is a table; ``--json`` prints what scripts should parse.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
+import functools
+import shutil
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
 import msgspec
 import zmq
 
-from alysd import zmq_bus
+from alysd import health, zmq_bus
 from alysd.control import CtlRequest, reply_decoder, request_encoder
 from alysd.errors import AlysdError, NoDaemon, RemoteError
 from alysd.runtime_dir import RuntimeDir, default_runtime_dir
@@ -32,6 +35,9 @@ QUERY_TIMEOUT = 10.0
 CHANGE_TIMEOUT = 300.0   # the daemon enforces the real deadline of start/stop/restart
 DEAD_LETTER_LIMIT = 50
 PAYLOAD_WIDTH = 60
+HEALTH_REASON_WIDTH = 40
+STATUS_COLUMNS = ("NAME", "SUPERVISOR", "STATE", "PID", "RESTARTS", "UPTIME", "RSS", "CPU%",
+                  "MAILBOX", "HEALTH", "LAST EXIT")
 
 
 class ControlClient:
@@ -87,9 +93,11 @@ class ControlClient:
             sock.close()
 
 
-def _run(obj: dict, command: str, args: dict | None = None, timeout: float = QUERY_TIMEOUT) -> Any:
+@contextlib.contextmanager
+def _exit_on_error(command: str) -> Iterator[None]:
+    """Turn the control client's errors into alysctl's message and exit code."""
     try:
-        return ControlClient(obj["rundir"]).call(command, args, timeout=timeout)
+        yield
     except NoDaemon as exc:
         click.echo(f"alysctl: {exc}", err=True)
         sys.exit(EXIT_NO_DAEMON)
@@ -98,14 +106,19 @@ def _run(obj: dict, command: str, args: dict | None = None, timeout: float = QUE
         sys.exit(EXIT_FAILED)
 
 
+def _run(obj: dict, command: str, args: dict | None = None, timeout: float = QUERY_TIMEOUT) -> Any:
+    with _exit_on_error(command):
+        return ControlClient(obj["rundir"]).call(command, args, timeout=timeout)
+
+
 def _echo_json(value: Any) -> None:
     click.echo(msgspec.json.encode(value).decode())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--runtime-dir", type=click.Path(file_okay=False), default=None,
-              help="alysd's runtime dir (default: $ALYSD_RUNTIME_DIR, /run/alysd as root, "
-                   "else $XDG_RUNTIME_DIR/alysd).")
+              help="alysd's runtime dir (default: $ALYSD_RUNTIME_DIR, $RUNTIME_DIRECTORY, "
+                   "/run/alysd as root, else $XDG_RUNTIME_DIR/alysd).")
 @click.pass_context
 def main(ctx: click.Context, runtime_dir: str | None) -> None:
     """Look at and steer a running alysd."""
@@ -116,40 +129,61 @@ def main(ctx: click.Context, runtime_dir: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per actor.")
 @click.pass_obj
 def status(obj: dict, as_json: bool) -> None:
-    """Show every actor: state, pid, restarts, resources, health."""
+    """Show the system's health, then every actor: state, pid, restarts, resources, health."""
     rows = _run(obj, "status")
     if as_json:
         _echo_json(rows)
         return
+    click.echo(format_system(rows))
     click.echo(format_status(rows))
+
+
+def format_system(rows: list[dict]) -> str:
+    """The system line: "system: degraded (2/3 actors running)", the health being
+    ``health.aggregate`` over every actor's."""
+    running = sum(r["state"] == "running" for r in rows)
+    return (f"system: {health.aggregate(r['health'] for r in rows)} "
+            f"({running}/{len(rows)} actors running)")
 
 
 def format_status(rows: list[dict]) -> str:
     """The human status table."""
-    header = ("NAME", "SUPERVISOR", "STATE", "PID", "RESTARTS", "UPTIME", "RSS", "CPU%",
-              "MAILBOX", "HEALTH", "LAST EXIT")
-    table = [header]
-    for r in rows:
-        last = r["last_exit"]
-        table.append((
-            r["name"], r["supervisor"], r["state"],
-            str(r["pid"]) if r["pid"] else "-",
-            str(r["restarts"]),
-            format_duration(r["uptime_s"]) if r["uptime_s"] is not None else "-",
-            format_size(r["rss_bytes"]) if r["rss_bytes"] is not None else "-",
-            f"{r['cpu_percent']:.1f}" if r["cpu_percent"] is not None else "-",
-            str(r["mailbox_depth"]),
-            r["health"] + (f" ({r['health_reason']})" if r.get("health_reason") else ""),
-            _describe_exit(last),
-        ))
-    return _table(table)
+    return format_table([STATUS_COLUMNS, *([cells[c] for c in STATUS_COLUMNS]
+                                           for cells in map(status_cells, rows))])
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
+def status_cells(row: dict) -> dict[str, str]:
+    """One actor's status row as table cells keyed by column title, "-" where a
+    value is unknown; shared by ``status`` and ``top``."""
+    return {
+        "NAME": _cell(row["name"]),
+        "SUPERVISOR": row["supervisor"],
+        "STATE": row["state"],
+        "PID": str(row["pid"]) if row["pid"] else "-",
+        "RESTARTS": str(row["restarts"]),
+        "UPTIME": format_duration(row["uptime_s"]) if row["uptime_s"] is not None else "-",
+        "RSS": format_size(row["rss_bytes"]) if row["rss_bytes"] is not None else "-",
+        "CPU%": f"{row['cpu_percent']:.1f}" if row["cpu_percent"] is not None else "-",
+        "MAILBOX": str(row["mailbox_depth"]),
+        "HEALTH": _describe_health(row),
+        "LAST EXIT": _describe_exit(row["last_exit"]),
+    }
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
     """Rows of cells as aligned columns, two spaces apart, no trailing blanks."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                      for row in rows)
+
+
+def _describe_health(row: dict) -> str:
+    """The actor's health, and its reason (escaped, cut to ``HEALTH_REASON_WIDTH``)
+    when it is not healthy: a healthy actor's reason says nothing new."""
+    reason = row.get("health_reason")
+    if not reason or row["health"] == health.HEALTHY:
+        return row["health"]
+    return f"{row['health']} ({truncate(_cell(reason), HEALTH_REASON_WIDTH)})"
 
 
 def _describe_exit(last: dict | None) -> str:
@@ -187,6 +221,26 @@ def draw_tree(node: dict, prefix: str = "", last: bool = True, top: bool = True)
     for i, kid in enumerate(kids):
         lines += draw_tree(kid, inner, i == len(kids) - 1, False)
     return lines
+
+
+@main.command()
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, metavar="SECONDS",
+              help="Seconds between refreshes, over which MSG/S is measured.")
+@click.option("--once", is_flag=True,
+              help="Print one plain frame and exit (what happens when not on a terminal).")
+@click.pass_obj
+def top(obj: dict, interval: float, once: bool) -> None:
+    """A live view of every actor, like top(1); q or Ctrl-C quits."""
+    # Imported here, not above: alysd.top builds on this module's table helpers.
+    from alysd import top as live_view
+    fetch = functools.partial(ControlClient(obj["rundir"]).call, "status")
+    with _exit_on_error("status"):
+        if once or not (sys.stdin.isatty() and sys.stdout.isatty()):
+            width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+            click.echo(live_view.one_frame(fetch, interval, width=width))
+        else:
+            live_view.run_live(fetch, interval)
 
 
 def _change(obj: dict, command: str, name: str) -> None:
@@ -327,7 +381,7 @@ def format_dead_letters(result: dict) -> str:
     footer = f"{_plural(count, 'dead letter')} ({evicted} evicted)"
     if len(letters) < count:
         footer += f", the newest {len(letters)} shown"
-    return _table(table) + "\n" + footer
+    return format_table(table) + "\n" + footer
 
 
 def format_time(at: float | None) -> str:
@@ -343,7 +397,13 @@ def format_payload(letter: dict, width: int = PAYLOAD_WIDTH) -> str:
         text = "(undecodable)"
     else:
         text = _cell(msgspec.json.encode(letter["payload"]).decode())
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return truncate(text, width)
+
+
+def truncate(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` characters, else cut to exactly ``width``
+    (at least one) ending in "…"."""
+    return text if len(text) <= width else text[:max(width, 1) - 1] + "…"
 
 
 def _cell(text: str) -> str:
@@ -455,7 +515,7 @@ def format_filters(result: dict) -> str:
         table.append((str(f["id"]), _cell(f["sender"] or "*"), _cell(f["receiver"] or "*"),
                       _cell(f["message_type"] or "*"), action, f"{f['rate']:g}",
                       str(f["matched"])))
-    return _table(table)
+    return format_table(table)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def _print_version(ctx: click.Context, param, value: bool) -> None:
 @click.option("--dev", is_flag=True, help="Run the bundled development configuration.")
 @click.option("--runtime-dir", type=click.Path(file_okay=False), default=None,
               help=f"Directory for sockets (default: ${ENV_VAR}, [system] runtime_dir, "
-                   "/run/alysd as root, else $XDG_RUNTIME_DIR/alysd).")
+                   "$RUNTIME_DIRECTORY under systemd, /run/alysd as root, else "
+                   "$XDG_RUNTIME_DIR/alysd).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help=f"Directory for durable state such as the dead-letter queue (default: "
                    f"${STATE_ENV_VAR}, [system] state_dir, $STATE_DIRECTORY under systemd, "

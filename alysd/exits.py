@@ -21,6 +21,7 @@ class ExitCode(enum.IntEnum):
     OK = 0              # stopped cleanly (SIGTERM or commanded stop)
     CRASH = 1           # an unexpected exception escaped the runtime loop
     START_FAILED = 3    # ``started()`` raised: the incarnation never became ready
+    MEMORY_LIMIT = 4    # a handler ran out of memory in an actor that has a memory_limit
     CONFIG = 78         # EX_CONFIG: the actor cannot run with this config; do not restart
 
 
@@ -53,6 +54,7 @@ def classify(wait_status: int, *, pid: int | None = None, at: float | None = Non
     derived = {
         ExitCode.OK: "clean",
         ExitCode.START_FAILED: "start_failed",
+        ExitCode.MEMORY_LIMIT: "memory_limit",
         ExitCode.CONFIG: "config",
     }.get(code, "exit_code")
     return LastExit(reason=reason or derived, code=code, pid=pid, at=at)

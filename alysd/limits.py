@@ -1,115 +1,114 @@
-"""Resource sampling of actor processes with psutil (the root's only psutil user).
+"""Resource limits of an actor and the decision to act on them (pure).
 
-One ``psutil.Process`` is kept per incarnation for its whole life: it guards
-against pid reuse, and CPU use is measured between two readings of the same
-process. Sampling is incremental: each call to ``refresh`` samples only the
-stalest processes, within a small time budget, so a status query never walks
-/proc for every actor and a large tree never stalls the loop. The interval
-stretches with the number of actors (2 s up to 400 actors, then 5 ms per
-actor): a psutil reading costs ~70-100 us here, so this bounds the root's
-sampling cost at ~2 % of one core whatever the size of the tree.
+``Limits`` is plain data taken from an actor's spec; ``LimitWatch`` follows one
+incarnation's readings (``alysd.sampler.Reading``) and says when a limit is
+breached for real:
 
-Numbers stay numbers here; formatting belongs to alysctl.
+* ``memory_limit``: the RSS of the actor's process tree is over the limit in
+  ``breaches`` readings in a row (one reading over is noise: a transient
+  allocation that is freed again does not kill a validator's actor);
+* ``cpu_limit``: CPU use averaged over ``cpu_window`` is over the limit (in
+  cores) in ``breaches`` readings in a row; nothing is judged before a whole
+  window of readings exists, so a busy start is never a breach;
+* ``max_cpu_time``: the message in the actor's hands has used more CPU than
+  this since it was first seen in a reading (a lower bound of what it used).
+  One reading suffices: CPU time only grows. The breach is ``hung``.
+
+Nothing here touches a process; the supervisor samples and kills.
 """
 
 from __future__ import annotations
 
 import collections
-import time
-from dataclasses import dataclass
 
 import msgspec
-import psutil
 
-MIN_INTERVAL = 2.0          # seconds between two samples of one process
-PER_ACTOR_INTERVAL = 0.005  # ... stretched to this many seconds per tracked process
-REFRESH_BUDGET = 0.002      # seconds of sampling per loop pass, at most
+from alysd.config import ActorSpec
 
 
-class Sample(msgspec.Struct, frozen=True):
-    rss_bytes: int
-    cpu_percent: float      # of one core, averaged since the previous sample
-    at: float               # monotonic time of the reading
+class Limits(msgspec.Struct, frozen=True):
+    memory: int | None = None            # bytes
+    cpu: float | None = None             # cores
+    cpu_window: float = 5.0              # seconds
+    max_cpu_time: float | None = None    # seconds of CPU for one message
 
-
-@dataclass
-class _Tracked:
-    proc: psutil.Process
-    cpu_total: float
-    at: float
-    sample: Sample | None = None
-    gone: bool = False
-
-
-class Sampler:
-    """Keeps the latest ``Sample`` of every tracked process."""
-
-    def __init__(self) -> None:
-        self._tracked: dict[str, _Tracked] = {}
-        # Stalest first: sampling takes from the left and puts back on the right,
-        # so the queue stays in order without sorting. Forgotten entries are
-        # dropped lazily.
-        self._queue: collections.deque[_Tracked] = collections.deque()
-
-    def track(self, key: str, pid: int) -> None:
-        """Start sampling ``pid`` under ``key`` (replacing a previous incarnation)."""
-        try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                times = proc.cpu_times()
-                started = proc.create_time()
-            # The first reading averages over the process's life so far.
-            tracked = _Tracked(proc, 0.0, time.monotonic() - max(time.time() - started, 1e-3))
-            self._take(tracked, time.monotonic(), times)
-        except psutil.Error:
-            self.forget(key)
-            return
-        self.forget(key)
-        self._tracked[key] = tracked
-        self._queue.append(tracked)
-
-    def forget(self, key: str) -> None:
-        tracked = self._tracked.pop(key, None)
-        if tracked is not None:
-            tracked.gone = True
-
-    def latest(self, key: str) -> Sample | None:
-        tracked = self._tracked.get(key)
-        return tracked.sample if tracked else None
+    @classmethod
+    def of(cls, spec: ActorSpec) -> "Limits":
+        return cls(spec.memory_limit, spec.cpu_limit, spec.cpu_window, spec.max_cpu_time)
 
     @property
-    def interval(self) -> float:
-        return max(MIN_INTERVAL, len(self._tracked) * PER_ACTOR_INTERVAL)
+    def any(self) -> bool:
+        return self.memory is not None or self.cpu is not None or self.max_cpu_time is not None
 
-    def next_due(self) -> float | None:
-        """Monotonic time at which the stalest process is due, or None when idle."""
-        while self._queue and self._queue[0].gone:
-            self._queue.popleft()
-        return self._queue[0].at + self.interval if self._queue else None
+    def sample_interval(self, base: float) -> float:
+        """How often readings are needed: ``base``, or often enough to catch a
+        handler at most half a ``max_cpu_time`` late."""
+        if self.max_cpu_time is None:
+            return base
+        return min(base, self.max_cpu_time / 2)
 
-    def refresh(self, now: float) -> None:
-        """Sample the processes that are due, stalest first, within the budget."""
-        due = now - self.interval
-        deadline = time.monotonic() + REFRESH_BUDGET
-        queue = self._queue
-        while queue and time.monotonic() < deadline:
-            tracked = queue[0]
-            if not tracked.gone and tracked.at > due:
-                return
-            queue.popleft()
-            if tracked.gone:
-                continue
-            try:
-                self._take(tracked, now, tracked.proc.cpu_times())
-            except psutil.Error:
-                tracked.at = now  # gone: its exit is reported by event, not found here
-            queue.append(tracked)
 
-    @staticmethod
-    def _take(tracked: _Tracked, now: float, times) -> None:
-        total = times.user + times.system
-        elapsed = max(now - tracked.at, 1e-6)
-        cpu = max(0.0, (total - tracked.cpu_total) / elapsed * 100.0)
-        rss = tracked.proc.memory_info().rss
-        tracked.cpu_total, tracked.at = total, now
-        tracked.sample = Sample(rss, round(cpu, 1), now)
+class Breach(msgspec.Struct, frozen=True):
+    reason: str        # memory_limit | cpu_limit | hung: becomes last_exit.reason
+    detail: str        # for the log and the crash report
+    message_id: int | None = None   # for hung: the message that ran too long
+
+
+class LimitWatch:
+    """One incarnation's readings against its limits."""
+
+    def __init__(self, limits: Limits, breaches: int):
+        self.limits = limits
+        self.breaches = breaches
+        self.memory_over = 0            # readings in a row over the memory limit
+        self.cpu_over = 0
+        # (monotonic time, cumulative CPU seconds): the readings in the last window
+        self.window: collections.deque[tuple[float, float]] = collections.deque()
+        self.handling: tuple[int, float] | None = None   # (message id, CPU seconds when first seen)
+
+    def observe(self, at: float, rss_bytes: int, cpu_seconds: float,
+                message_id: int | None) -> Breach | None:
+        """Take one reading (``message_id``: the message in hand, None when idle);
+        returns the breach to act on, if any."""
+        limits = self.limits
+        if limits.max_cpu_time is not None:
+            if message_id is None:
+                self.handling = None
+            elif self.handling is None or self.handling[0] != message_id:
+                self.handling = (message_id, cpu_seconds)
+            elif cpu_seconds - self.handling[1] > limits.max_cpu_time:
+                used = cpu_seconds - self.handling[1]
+                return Breach("hung", f"message {message_id} has used {used:.2f}s of CPU, over "
+                              f"max_cpu_time {limits.max_cpu_time:g}s", message_id)
+        if limits.memory is not None:
+            self.memory_over = self.memory_over + 1 if rss_bytes > limits.memory else 0
+            if self.memory_over >= self.breaches:
+                return Breach("memory_limit", f"RSS {rss_bytes} bytes over memory_limit "
+                              f"{limits.memory} in {self.memory_over} readings in a row")
+        if limits.cpu is not None:
+            cores = self._cpu_average(at, cpu_seconds)
+            if cores is not None:
+                self.cpu_over = self.cpu_over + 1 if cores > limits.cpu else 0
+                if self.cpu_over >= self.breaches:
+                    return Breach("cpu_limit", f"{cores:.2f} cores over the last "
+                                  f"{limits.cpu_window:g}s, over cpu_limit {limits.cpu:g} in "
+                                  f"{self.cpu_over} readings in a row")
+        return None
+
+    @property
+    def suspect(self) -> bool:
+        """A limit was over in the last reading: confirm soon rather than in a full interval."""
+        return self.memory_over > 0 or self.cpu_over > 0
+
+    def _cpu_average(self, at: float, cpu_seconds: float) -> float | None:
+        """Cores used over the last ``cpu_window`` (None until a whole window was seen)."""
+        window = self.window
+        window.append((at, cpu_seconds))
+        horizon = at - self.limits.cpu_window
+        # Keep the newest reading at or before the horizon as the window's start.
+        while len(window) > 1 and window[1][0] <= horizon:
+            window.popleft()
+        start_at, start_cpu = window[0]
+        if start_at > horizon or at <= start_at:
+            return None
+        return (cpu_seconds - start_cpu) / (at - start_at)

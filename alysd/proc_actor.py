@@ -20,6 +20,14 @@ request is acknowledged by its reply. What this process dead-letters (refused
 by backpressure, filtered, expired, malformed) it writes to the dead-letter
 queue itself.
 
+Liveness and health: a small thread bumps this actor's beat in the actor
+table once per ``heartbeat_interval`` (a stopped or wedged process stops
+beating; a long handler does not), and the loop answers the root's health
+probes between two messages. Message counters and handling times are
+published in the actor table every few messages and before each idle wait.
+A ``MemoryError`` in a handler of an actor with a ``memory_limit`` ends the
+incarnation with ``ExitCode.MEMORY_LIMIT``.
+
 A stop signal sets a flag; only while the loop idles in a blocking receive
 does the handler also break that receive (by raising), so a message is never
 abandoned half-handled. SIGUSR1 (system mail from the root) breaks an idle
@@ -32,12 +40,14 @@ replies by message, for cycles).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import inspect
 import itertools
 import logging
 import os
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -49,7 +59,7 @@ import zmq.asyncio
 
 from alysd import filters, outbox_journal, zmq_bus
 from alysd.actor import Actor, Health
-from alysd.actor_table import ActorTable
+from alysd.actor_table import PROCESSING_BUCKETS, ActorTable
 from alysd.config import Backpressure, Delivery
 from alysd.courier import SEND_TIMEOUT, TEND_INTERVAL, Courier
 from alysd.dead_letter_sink import DeadLetterSink
@@ -57,8 +67,8 @@ from alysd.dead_letters import Reason
 from alysd.errors import MailboxFull, MessageTooLarge, HandlerError, ProtocolError, RemoteError
 from alysd.exits import ExitCode
 from alysd.mailbox import Admission, Mailbox
-from alysd.protocol import (SYSTEM_MAIL, ActorBoot, Directory, Filters, FilterRule, Go, Heartbeat,
-                            Hello, Ready, Subscribe, Subscribers)
+from alysd.protocol import (SYSTEM_MAIL, ActorBoot, Directory, FilterHits, Filters, FilterRule, Go,
+                            HealthProbe, HealthReport, Hello, Ready, Subscribe, Subscribers)
 from alysd.system_channel import ActorLink
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority
@@ -78,6 +88,12 @@ _WAKE = WAKE_IDENTITY.encode()
 _TELL, _ASK, _EVENT, _BATCH = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT), int(Kind.BATCH)
 _ONE_WAY = frozenset((_TELL, _EVENT, _BATCH))
 _CTL = zmq_bus.CTL_IDENTITY.encode()
+
+
+class _MemoryLimit(BaseException):
+    """A handler of an actor with a memory limit ran out of memory: the
+    incarnation ends (a BaseException, so no handler-level ``except Exception``
+    swallows it on the way out)."""
 
 
 class Context:
@@ -199,6 +215,12 @@ class ActorProcess:
         self.sink = DeadLetterSink(boot.dead_letters, boot.dead_letter_capacity, self.log)
         self.handled = 0
         self.errors = 0
+        self._seconds = 0.0                  # spent in handlers
+        self._histogram = [0] * (len(PROCESSING_BUCKETS) + 1)
+        self._began = 0.0
+        self._published = (0, 0)             # (handled, errors) as last written to the table
+        self._hits_sent: dict[int, int] = {}
+        self._beating = threading.Event()
         self.rules: tuple[FilterRule, ...] = ()
         self.filter_hits: dict[int, int] = {}
         self._delayed: list = []             # heap of (due, seq, entry) held by a delay filter
@@ -209,7 +231,7 @@ class ActorProcess:
         self._stopping = False
         self._system_mail = False
         self._idle = False
-        self._next_beat = 0.0
+        self._next_report = 0.0
         self.journal: outbox_journal.OutboxJournal | None = None
         self._rcvtimeo = max(1, int(boot.heartbeat_interval * 1000))   # as open_endpoints set it
         self._depth_shown = 0
@@ -248,11 +270,12 @@ class ActorProcess:
         self.courier = Courier(self.name, self.zctx, self.rundir, self.directory, self.table,
                                max_bytes=self.max_bytes, sink=self.sink,
                                delivery_timeout=self.boot.delivery_timeout,
-                               on_wait=self._heartbeat_if_due, journal=self.journal)
+                               on_wait=self._while_waiting, journal=self.journal)
         if inherited:
             adopted = self.courier.take_over(inherited)
             self.log.info("re-sends %d messages its previous incarnation had not seen "
                           "delivered", adopted)
+        threading.Thread(target=self._beat, name="beat", daemon=True).start()
         try:
             self.system.send(Hello(self.boot.incarnation, os.getpid()))
             if self.boot.wait_for_go and not self._await_go():
@@ -264,7 +287,13 @@ class ActorProcess:
                 return ExitCode.START_FAILED
             health = self._health()
             self.system.send(Ready(self.boot.incarnation, health.status, health.reason))
-            self._serve()
+            try:
+                self._serve()
+            except _MemoryLimit as exc:
+                self.log.critical("out of memory in a handler (memory_limit %d bytes): the "
+                                  "incarnation ends:\n%s", self.boot.spec.memory_limit,
+                                  "".join(traceback.format_exception(exc.__cause__)).rstrip())
+                return ExitCode.MEMORY_LIMIT
             try:
                 self._call(self.actor.stopped, self.ctx)
             except Exception:
@@ -272,6 +301,7 @@ class ActorProcess:
             self._settle()
             return ExitCode.OK
         finally:
+            self._beating.set()
             self.sink.close()
             if self.journal is not None:
                 self.journal.close()
@@ -279,6 +309,16 @@ class ActorProcess:
             self.zctx.destroy(linger=zmq_bus.CLOSE_LINGER_MS)
             if self._loop is not None:
                 self._loop.close()
+
+    def _beat(self) -> None:
+        """The heartbeat thread: proof of life that needs no message and no help
+        from the loop (which may be deep in a handler)."""
+        beat, interval = 0, self.boot.heartbeat_interval
+        while True:
+            beat += 1
+            self.table.set_beat(self.slot, beat)
+            if self._beating.wait(interval):
+                return
 
     def _settle(self) -> None:
         """On an orderly stop: owe no receipt, and leave nothing undelivered here
@@ -360,7 +400,11 @@ class ActorProcess:
             self._apply_system(msg)
 
     def _apply_system(self, msg) -> None:
-        if isinstance(msg, Filters):
+        if isinstance(msg, HealthProbe):
+            health = self._health()
+            self.system.send_nowait(HealthReport(self.boot.incarnation, msg.probe, health.status,
+                                                 health.reason))
+        elif isinstance(msg, Filters):
             self.rules = tuple(msg.rules)
         elif isinstance(msg, Subscribers):
             merged = {event: list(names) for event, names in self.directory.subscribers.items()}
@@ -372,15 +416,12 @@ class ActorProcess:
     # --- the receive loop ----------------------------------------------------
 
     def _serve(self) -> None:
-        # Ready carried the first health report; the next one is due an interval on.
-        self._next_beat = time.monotonic() + self.boot.heartbeat_interval
         mailbox = self.mailbox
         inbox = self.inbox
         courier = self.courier
         while not self._stopping:
             if self._system_mail:
                 self._read_system_mail()
-            self._heartbeat_if_due()
             if courier.busy:
                 courier.tend_if_due()
             if self._delayed:
@@ -404,7 +445,8 @@ class ActorProcess:
             self.sink.flush()
         if self._depth_shown:
             self._show_depth()
-        # The wait is one heartbeat interval (a beat is at most that late), less
+        self._report_if_due()
+        # The wait is one heartbeat interval (a report is at most that late), less
         # while messages await receipts or a delay filter holds some.
         wait = self.boot.heartbeat_interval
         if self.courier.busy:
@@ -470,7 +512,7 @@ class ActorProcess:
             self._take_burst()
         if self._system_mail:
             self._read_system_mail()
-        self._heartbeat_if_due()
+        self._report_if_due()
         if self.courier.busy:
             self.courier.tend_if_due()
         if self.sink.pending:
@@ -587,8 +629,12 @@ class ActorProcess:
         self.current = env
         self.table.handling(self.slot, env.kind, self.table.sender_index(env.metadata.from_actor),
                             env.message_id)
+        self._began = time.perf_counter()
 
     def _end(self) -> None:
+        took = time.perf_counter() - self._began
+        self._seconds += took
+        self._histogram[bisect.bisect_left(PROCESSING_BUCKETS, took)] += 1
         self.current = None
         self.table.idle(self.slot)
 
@@ -648,6 +694,8 @@ class ActorProcess:
                 self._handler_failed(exc, env)
 
     def _handler_failed(self, exc: Exception, env: Envelope) -> None:
+        if isinstance(exc, MemoryError) and self.boot.spec.memory_limit is not None:
+            raise _MemoryLimit from exc
         self.errors += 1
         self.log.error("handler failed on message %d from %s:\n%s", env.message_id,
                        env.metadata.from_actor,
@@ -774,18 +822,28 @@ class ActorProcess:
             return Health("unhealthy", f"health_check() returned {health!r}")
         return health
 
-    def _heartbeat_if_due(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_beat:
-            self._heartbeat()
-            self._next_beat = now + self.boot.heartbeat_interval
+    def _while_waiting(self) -> None:
+        """While a handler waits on a send or a request: the root's probes are
+        still answered (waiting is not hanging)."""
+        if self._system_mail:
+            self._read_system_mail()
+        self._report_if_due()
 
-    def _heartbeat(self) -> None:
-        health = self._health()
-        # Best effort: a root that is not keeping up is not waited for.
-        self.system.send_nowait(Heartbeat(self.boot.incarnation, self.handled,
-                                          self.errors, health.status, health.reason,
-                                          self.filter_hits))
+    def _report_if_due(self) -> None:
+        """Publish the counters in the actor table when they moved, and send
+        what the filters matched when that changed (at most once per heartbeat
+        interval: a busy filter must not flood the root)."""
+        if (self.handled, self.errors) != self._published:
+            self.table.set_counters(self.slot, self.handled, self.errors, self._seconds,
+                                    self._histogram)
+            self._published = (self.handled, self.errors)
+        if self.filter_hits != self._hits_sent:
+            now = time.monotonic()
+            if now >= self._next_report:
+                self._next_report = now + self.boot.heartbeat_interval
+                # Best effort: a root that is not keeping up is not waited for.
+                self.system.send_nowait(FilterHits(self.boot.incarnation, dict(self.filter_hits)))
+                self._hits_sent = dict(self.filter_hits)
 
     # --- sync/async hooks ------------------------------------------------------
 

@@ -6,8 +6,10 @@ System channel (a unix SOCK_SEQPACKET connection per actor to the root's
     actor → root   Hello      sockets are up; waiting for Go (ordered start)
     root  → actor  Go         run ``started()`` now
     actor → root   Ready      ``started()`` returned: the incarnation serves
-    actor → root   Heartbeat  after every ``heartbeat_interval`` of uptime: counters,
-                              filter matches, health (so each one stands for a healthy period)
+    root  → actor  HealthProbe  every ``health_interval``: how are you?
+    actor → root   HealthReport its ``health_check()``, answered between two messages
+    actor → root   FilterHits   what the installed filters matched, when that changed
+                                (at most once per ``heartbeat_interval``)
     actor → root   Subscribe  ``ctx.subscribe(event_type)`` at run time
     root  → actor  Filters    the message filters now installed (``alysctl filter``)
     root  → actor  Subscribers  who subscribed to what at run time
@@ -55,13 +57,20 @@ class Ready(msgspec.Struct, tag=True, array_like=True):
     health_reason: str | None = None
 
 
-class Heartbeat(msgspec.Struct, tag=True, array_like=True):
+class HealthProbe(msgspec.Struct, tag=True, array_like=True):
+    probe: int                   # echoed in the report, so a late answer is not taken for a new one
+
+
+class HealthReport(msgspec.Struct, tag=True, array_like=True):
     incarnation: int
-    handled: int
-    errors: int
+    probe: int
     health: str                  # healthy | degraded | unhealthy
     health_reason: str | None = None
-    filter_hits: dict[int, int] = {}   # filter id -> messages it matched, this incarnation
+
+
+class FilterHits(msgspec.Struct, tag=True, array_like=True):
+    incarnation: int
+    hits: dict[int, int]         # filter id -> messages it matched, this incarnation
 
 
 class Subscribe(msgspec.Struct, tag=True, array_like=True):
@@ -93,7 +102,8 @@ class Subscribers(msgspec.Struct, tag=True, array_like=True):
     table: dict[str, tuple[str, ...]]
 
 
-SystemMessage = Hello | Go | Ready | Heartbeat | Subscribe | Filters | Subscribers
+SystemMessage = (Hello | Go | Ready | HealthProbe | HealthReport | FilterHits | Subscribe | Filters
+                 | Subscribers)
 
 
 class ActorBoot(msgspec.Struct, array_like=True, kw_only=True):

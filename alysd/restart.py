@@ -12,7 +12,7 @@ Three layers, applied in this order to every unexpected exit of an actor:
    has stayed up for ``reset_after``; ``circuit_breaker`` counts consecutive
    failures and, at ``failure_threshold``, opens: the actor stays stopped with
    a visible reason for ``recovery_timeout``, then one incarnation is let
-   through (half-open); ``success_threshold`` healthy heartbeats close it
+   through (half-open); ``success_threshold`` healthy health reports close it
    again, a failure reopens it; ``never`` leaves it stopped.
 3. The supervisor's restart intensity, ``RestartWindow`` (OTP ``add_restart``):
    more than ``max_retries`` restarts within ``within_time`` and the
@@ -105,14 +105,14 @@ class ChildTrack:
         self.up_since: float | None = None
         self.breaker = BreakerState.CLOSED
         self.failures = 0                 # consecutive failures counted by the breaker
-        self.successes = 0                # healthy heartbeats seen while half-open
+        self.successes = 0                # healthy health reports seen while half-open
         self.opened_at: float | None = None
 
     def on_ready(self, now: float) -> None:
         self.up_since = now
 
     def on_healthy(self, now: float) -> None:
-        """A heartbeat reported the actor healthy."""
+        """A health report said the actor is healthy."""
         backoff = self.spec.backoff
         if self.up_since is not None and now - self.up_since >= backoff.reset_after:
             self.attempts = 0

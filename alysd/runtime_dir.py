@@ -1,8 +1,9 @@
 """Where alysd keeps its sockets, and how that place is made safe.
 
 Both programs resolve the same directory: ``--runtime-dir``, else
-``$ALYSD_RUNTIME_DIR``, else ``/run/alysd`` as root, else
-``$XDG_RUNTIME_DIR/alysd``, else ``<tempdir>/alysd-<uid>``.
+``$ALYSD_RUNTIME_DIR``, else ``$RUNTIME_DIRECTORY`` (systemd), else
+``/run/alysd`` as root, else ``$XDG_RUNTIME_DIR/alysd``, else
+``<tempdir>/alysd-<uid>``.
 
 The directory is the security boundary of the control plane: it is created
 0700 under umask 077 (ZeroMQ ipc sockets take their mode from the umask), and
@@ -28,10 +29,18 @@ MAX_NAME = 48  # longest actor name the config accepts
 
 
 def default_runtime_dir() -> str:
-    """The runtime directory used when none is given explicitly."""
+    """The runtime directory used when none is given explicitly: ``$ALYSD_RUNTIME_DIR``,
+    else ``$RUNTIME_DIRECTORY`` (set by systemd's ``RuntimeDirectory=``; the first of
+    its colon-separated paths), else ``/run/alysd`` as root, else
+    ``$XDG_RUNTIME_DIR/alysd``, else ``<tempdir>/alysd-<uid>``."""
     env = os.environ.get(ENV_VAR)
     if env:
         return env
+    # The service runs as its own user, not root: without this it would land in
+    # its private temp dir (PrivateTmp=), where alysctl can never find it.
+    systemd = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return systemd
     if os.geteuid() == 0:
         return "/run/alysd"
     xdg = os.environ.get("XDG_RUNTIME_DIR")

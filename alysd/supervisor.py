@@ -6,9 +6,11 @@ is the only place that blocks, and each pass is a reconciliation::
     poll(control, system channel, zygote channel, signal wakeup, relays)
       → drain signals (handlers only wake the poller)
       → apply zygote events (Spawned / Exited: deaths arrive by event)
-      → apply system messages (Hello / Ready / Heartbeat)
+      → apply system messages (Hello / Ready / HealthReport / FilterHits)
       → run control commands (they register what they wait for, never block)
       → advance starts and stops, fire deadlines, answer finished commands
+      → read resources that are due and act on limits; check heartbeats; probe
+        health; ping systemd's watchdog
 
 Start is ordered and ready-gated: a child counts as started once its
 ``started()`` returned, and only then does the next one run ``started()``. To
@@ -19,6 +21,14 @@ group, SIGKILL once its ``shutdown_timeout`` passes.
 Restarts here follow each child's restart type with the restart intensity of
 its supervisor; when a window overflows, the whole tree is stopped and alysd
 exits non-zero so that systemd takes over.
+
+Resource limits and liveness: an incarnation over a limit (``alysd.limits``)
+or silent for ``HUNG_AFTER`` heartbeat intervals is killed with SIGKILL, its
+``last_exit.reason`` says why (``memory_limit``, ``cpu_limit``, ``hung``), and
+its restart follows policy like any crash. The HTTP endpoint (``/metrics``,
+``/health``) runs in its own thread but only ever sees snapshots this loop
+builds when asked (``alysd.monitoring``). systemd hears READY once the whole
+tree is up, STATUS on changes, WATCHDOG only from this loop, STOPPING.
 """
 
 from __future__ import annotations
@@ -38,20 +48,24 @@ import msgspec
 import zmq
 
 import alysd
-from alysd import outbox_journal, system_channel, zmq_bus
-from alysd.actor_table import ActorTable
-from alysd.bus_control import BusControl, Recipient
+from alysd import health, outbox_journal, system_channel, zmq_bus
+from alysd.actor_table import PROCESSING_BUCKETS, ActorTable, Counters
+from alysd.bus_control import BusControl, Recipient, deliver
+from alysd.cgroup import CgroupError, KernelCaps
 from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
 from alysd.exits import LastExit, classify
 from alysd.process import become_subreaper, reap_exited, signal_group
-from alysd.limits import Sampler
+from alysd.limits import Breach, LimitWatch, Limits
+from alysd.monitoring import ActorSnapshot, MonitoringServer, SnapshotExchange, SystemSnapshot
 from alysd.poll import EventPoller
-from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
-                            Spawned, SpawnFailed, Subscribe)
+from alysd.protocol import (ActorBoot, Exited, FilterHits, Go, HealthProbe, HealthReport, Hello,
+                            Preloaded, Ready, Spawn, Spawned, SpawnFailed, Subscribe)
 from alysd.restart import Action, BreakerState, ChildTrack, RestartWindow, plan_group
 from alysd.runtime_dir import DaemonLock, RuntimeDir
+from alysd.sampler import Sampler
+from alysd.sd_notify import Notifier
 from alysd.state_dir import dead_letter_path, prepare_state_dir
 from alysd.zmq_bus import ErrorInfo, Kind
 from alysd.versions import version_info
@@ -63,6 +77,9 @@ FORK_AHEAD = 4              # successors forked before their turn in an ordered 
 PRELOAD_TIMEOUT = 120.0     # seconds the zygote may take to import every actor class
 MAX_POLL_MS = 1000
 ZYGOTE_EXIT_TIMEOUT = 2.0   # seconds the zygote gets to reap its spares at exit
+HUNG_AFTER = 3              # heartbeat intervals of silence after which an actor is hung
+CONFIRM_SOON = 0.25         # a reading over a limit is confirmed after this share of the interval
+KERNEL_HEADROOM = 1.25      # kernel caps sit this far above the limits the sampler enforces
 
 
 class State(str, enum.Enum):
@@ -100,10 +117,18 @@ class Child:
     ready_at: float | None = None      # unix time it became ready
     ready_mono: float | None = None
     last_exit: LastExit | None = None
-    handled: int = 0
-    errors: int = 0
     health: str = "unknown"
     health_reason: str | None = None
+    counted: Counters = field(default_factory=Counters)   # of the incarnations that ended
+    cpu_counted: float = 0.0           # CPU seconds of the incarnations that ended
+    restarts_by: dict[str, int] = field(default_factory=dict)   # last_exit.reason -> restarts
+    watch: LimitWatch | None = None    # the current incarnation against its limits
+    breach: Breach | None = None       # why the root killed the current incarnation
+    beat: int = 0                      # its heartbeat counter, as last seen...
+    beat_seen: float = 0.0             # ...and when it last moved (monotonic)
+    probe: int = 0                     # the last health probe sent...
+    probe_sent: float | None = None    # ...and when, while it is unanswered (monotonic)
+    oom_kills: int = 0                 # the kernel's OOM kills in its cgroup before this incarnation
     conn: system_channel.Connection | None = None   # its system channel, once attached
     track: ChildTrack | None = None    # restart policy state (backoff, circuit breaker)
     reason: str | None = None          # why it is not running, for operators
@@ -198,6 +223,14 @@ class Supervisor:
         self.conns: dict[int, system_channel.Connection] = {}   # fd -> system connection
         self.conn_by_pid: dict[int, system_channel.Connection] = {}
         self.sampler = Sampler()
+        self.limits = {name: Limits.of(spec) for name, spec in config.actors.items()}
+        self.next_beat_check = self.next_probe = 0.0
+        self.notifier: Notifier | None = None
+        self.next_watchdog: float | None = None
+        self.monitoring: MonitoringServer | None = None
+        self.exchange: SnapshotExchange | None = None
+        self.monitoring_error: str | None = None
+        self.caps: KernelCaps | None = None
         self.relay_of: dict[zmq.Socket, _Relay] = {}
         self.round_robin: dict[str, int] = {}
         self.bus: BusControl | None = None
@@ -206,6 +239,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Run until stopped; returns alysd's exit status."""
+        # Before the zygote forks: systemd's variables must not reach any actor.
+        self.notifier = Notifier.from_environment()
         os.umask(0o077)
         self.rundir.prepare()
         lock = DaemonLock(self.rundir)
@@ -218,12 +253,21 @@ class Supervisor:
         self.table = ActorTable(list(self.children))
         self.zygote = start_zygote(self.config, self.rundir.path, self.table)
         try:
+            self._adopt_kernel_caps()
             become_subreaper()
             self._install_signals()
             self.zctx = zmq.Context(io_threads=1)
             try:
                 return self._run_loop()
             finally:
+                if not self.shutting_down:
+                    self.notifier.stopping()   # leaving without an orderly shutdown
+                self.notifier.close()
+                if self.caps is not None:
+                    self._release_kernel_caps()
+                if self.monitoring is not None:
+                    self.monitoring.close()
+                    self.exchange.close()
                 self._stop_everything_now()
                 self._collect_undelivered()
                 self.bus.close()
@@ -267,6 +311,9 @@ class Supervisor:
         for fd in (self.wake_r.fileno(), self.zygote.fileno(), self.listener.fileno()):
             self.poller.add_fd(fd)
         self.poller.add_zmq(self.control)
+        self._start_monitoring()
+        if self.notifier.watchdog_interval is not None:
+            self.next_watchdog = time.monotonic()
         self.boot_deadline = time.monotonic() + PRELOAD_TIMEOUT
         log.info("alysd %s starting: %d actors, runtime dir %s, config %s", alysd.__version__,
                  len(self.children), self.rundir.path, self.config.source or "<built-in>")
@@ -282,6 +329,8 @@ class Supervisor:
                 conn = self.conns.get(fd)
                 if conn is not None:
                     self._system_messages(conn)
+            if self.exchange is not None and self.exchange.fileno() in fds:
+                self.exchange.serve(self._snapshot)
             for sock in sockets:
                 if sock is self.control:
                     self._control_requests()
@@ -302,6 +351,10 @@ class Supervisor:
         sample_due = self.sampler.next_due()
         if sample_due is not None:
             deadlines.append(sample_due)
+        if self.booted and not self.shutting_down:
+            deadlines += [self.next_beat_check, self.next_probe]
+        if self.next_watchdog is not None:
+            deadlines.append(self.next_watchdog)
         deadlines += [p.deadline for p in self.commands]
         deadlines += [s.deadline for r in self.relays.values() for s in r.pending.values()]
         if not self.booted:
@@ -364,7 +417,10 @@ class Supervisor:
             elif isinstance(msg, Exited):
                 child = self.by_pid.get(msg.pid)
                 if child is not None:
-                    self._incarnation_ended(child, classify(msg.status, pid=msg.pid, at=time.time()))
+                    # A kill of ours for a breach says why; the status only says SIGKILL.
+                    why = child.breach.reason if child.breach else self._kernel_verdict(child)
+                    self._incarnation_ended(child, classify(msg.status, pid=msg.pid,
+                                                            at=time.time(), reason=why))
 
     def _preloaded(self, msg: Preloaded) -> None:
         self.booted = True
@@ -387,7 +443,14 @@ class Supervisor:
         conn = self.conn_by_pid.get(msg.pid)
         if conn is not None:
             self._attach(child, conn)
-        self.sampler.track(child.name, msg.pid)
+        limits = self.limits[child.name]
+        self.sampler.track(
+            child.name, msg.pid, tree=limits.memory is not None,
+            interval=limits.sample_interval(self.config.system.sample_interval) if limits.any
+            else None)
+        child.watch = LimitWatch(limits, self.config.system.limit_breaches) if limits.any else None
+        if self.caps is not None and (limits.memory is not None or limits.cpu is not None):
+            self._cap(child, limits)
         if child.state == State.STOPPING:
             self._signal_stop(child)  # the stop was asked for while it was being forked
 
@@ -400,6 +463,8 @@ class Supervisor:
         child.spawned_at = time.time()
         child.ready_at = child.ready_mono = None
         child.health, child.health_reason = "unknown", None
+        child.breach = child.watch = None
+        child.probe_sent = None
         self._set_deadline(child, time.monotonic() + child.spec.start_timeout)
         self.zygote.send(Spawn(ActorBoot(
             spec=child.spec,
@@ -459,18 +524,21 @@ class Supervisor:
             return
         if msg.incarnation != child.incarnation:
             return  # a message from an incarnation we no longer track
+        child.beat_seen = time.monotonic()   # any frame is a sign of life
         if isinstance(msg, Hello):
             child.hello = True
             self.bus.greet(self._recipient(child))
         elif isinstance(msg, Ready):
             child.health, child.health_reason = msg.health, msg.health_reason
             self._ready(child)
-        elif isinstance(msg, Heartbeat):
-            child.handled, child.errors = msg.handled, msg.errors
-            self.bus.heard(child.name, msg.filter_hits)
+        elif isinstance(msg, HealthReport):
+            if msg.probe == child.probe:
+                child.probe_sent = None
             child.health, child.health_reason = msg.health, msg.health_reason
-            if msg.health == "healthy" and child.state == State.RUNNING:
+            if msg.health == health.HEALTHY and child.state == State.RUNNING:
                 child.track.on_healthy(time.monotonic())
+        elif isinstance(msg, FilterHits):
+            self.bus.heard(child.name, msg.hits)
 
     def _recipient(self, child: Child) -> Recipient:
         return Recipient(child.name, child.spec.pool, child.conn.send, child.pid)
@@ -507,6 +575,7 @@ class Supervisor:
         self._set_deadline(child, None)
         child.ready_at = time.time()
         child.ready_mono = time.monotonic()
+        child.beat_seen = child.ready_mono
         child.reason = None
         child.track.on_ready(child.ready_mono)
         self.start_queue.pop(child.name, None)
@@ -518,7 +587,10 @@ class Supervisor:
     def _incarnation_ended(self, child: Child, exit: LastExit) -> None:
         was = child.state
         doing = self.table.activity(child.name)
-        crashes = self.table.record_crash(child.name, doing.message_id) if doing else 0
+        if doing and child.breach and child.breach.message_id == doing.message_id:
+            crashes = self.table.condemn(child.name, doing.message_id)
+        else:
+            crashes = self.table.record_crash(child.name, doing.message_id) if doing else 0
         self._forget_incarnation(child, exit)
         self._fail_relayed_requests(child, exit)
         self.bus.incarnation_ended(child.name)
@@ -536,6 +608,7 @@ class Supervisor:
         verdict = child.track.on_exit(exit, time.monotonic())
         if verdict.action is Action.RESTART:
             child.restarts += 1
+            child.restarts_by[exit.reason] = child.restarts_by.get(exit.reason, 0) + 1
             child.state = State.RESTARTING
             decision = self._child_failed(child.spec.supervisor, child.name, verdict.delay,
                                           failed_start)
@@ -635,7 +708,10 @@ class Supervisor:
             child.conn = None
         child.pid = None
         child.spawn_pending = False
-        self.sampler.forget(child.name)
+        last = self.sampler.forget(child.name)
+        if last is not None:
+            child.cpu_counted += last.cpu_seconds
+        child.counted += self.table.counters(child.name)
         self._set_deadline(child, None)
         child.last_exit = exit
         child.ready_mono = None
@@ -678,6 +754,7 @@ class Supervisor:
         if self.shutting_down:
             return
         self.shutting_down = True
+        self.notifier.stopping()
         self.start_queue.clear()
         self.delayed.clear()
         self.stop_queue = [name for name in reversed(self.children)]
@@ -696,14 +773,128 @@ class Supervisor:
             self._release_delayed(now)
             self._advance_start()
         self._fire_deadlines(now)
-        if (due := self.sampler.next_due()) is not None and now >= due:
-            self.sampler.refresh(now)
         self._finish_commands(now)
         self._expire_sends(now)
+        if (due := self.sampler.next_due()) is not None and now >= due:
+            for name in self.sampler.refresh(now):
+                self._judge(self.children[name])
+        if self.booted and not self.shutting_down:
+            if now >= self.next_beat_check:
+                self._check_beats(now)
+            if now >= self.next_probe:
+                self._probe_health(now)
         if not self.tree_up_logged and self.booted and not self.shutting_down and not self.start_queue:
             self.tree_up_logged = True
             log.info("all %d actors running (%.0f ms after start)", len(self.children),
                      (now - self.started_mono) * 1000)
+            self.notifier.ready(self._status_line())
+        elif self.tree_up_logged and not self.shutting_down:
+            self.notifier.status(self._status_line())
+        if self.next_watchdog is not None and now >= self.next_watchdog:
+            # Only this loop pings: a wedged loop stops the pings and systemd steps in.
+            self.notifier.watchdog()
+            self.next_watchdog = now + self.notifier.watchdog_interval
+
+    def _status_line(self) -> str:
+        running = sum(c.state == State.RUNNING for c in self.children.values())
+        restarting = sum(c.state in (State.RESTARTING, State.STARTING)
+                         for c in self.children.values())
+        return f"{running} actors running, {restarting} restarting"
+
+    # --- limits, liveness, health ---------------------------------------------------------
+
+    def _judge(self, child: Child) -> None:
+        """A new reading of ``child``: act on a breach of its limits."""
+        reading = self.sampler.latest(child.name)
+        if child.watch is None or reading is None or child.pid is None or child.breach:
+            return
+        doing = self.table.activity(child.name)
+        breach = child.watch.observe(reading.at, reading.rss_bytes, reading.cpu_seconds,
+                                     doing.message_id if doing else None)
+        if breach is not None:
+            self._kill_for(child, breach)
+        elif child.watch.suspect:
+            interval = self.limits[child.name].sample_interval(self.config.system.sample_interval)
+            self.sampler.soon(child.name, interval * CONFIRM_SOON)
+
+    def _adopt_kernel_caps(self) -> None:
+        """Where this host delegates a cgroup v2 to alysd, actors with limits also
+        get kernel caps (a backstop between two readings); elsewhere readings alone
+        enforce the limits."""
+        if not any(lim.memory is not None or lim.cpu is not None for lim in self.limits.values()):
+            return
+        caps, why_not = KernelCaps.detect()
+        if caps is None:
+            log.info("limits are enforced by sampling only: no kernel caps (%s)", why_not)
+            return
+        try:
+            caps.adopt([os.getpid(), self.zygote.pid])
+        except CgroupError as exc:
+            log.warning("limits are enforced by sampling only: %s", exc)
+            return
+        self.caps = caps
+        log.info("actors with limits also get kernel caps in %s", caps.own)
+
+    def _cap(self, child: Child, limits: Limits) -> None:
+        memory = None if limits.memory is None else int(limits.memory * KERNEL_HEADROOM)
+        cpu = None if limits.cpu is None else limits.cpu * KERNEL_HEADROOM
+        try:
+            self.caps.place(child.name, child.pid, memory_max=memory, cpu_max=cpu)
+            child.oom_kills = self.caps.oom_kills(child.name)
+        except CgroupError as exc:
+            log.error("actor %s runs without kernel caps (its limits are still sampled): %s",
+                      child.name, exc)
+
+    def _kernel_verdict(self, child: Child) -> str | None:
+        """``memory_limit`` when the kernel OOM-killed ``child`` in its cgroup."""
+        if self.caps is not None and self.caps.oom_kills(child.name) > child.oom_kills:
+            return "memory_limit"
+        return None
+
+    def _release_kernel_caps(self) -> None:
+        try:
+            self.caps.close()
+        except CgroupError as exc:
+            log.warning("could not remove an actor cgroup: %s", exc)
+
+    def _kill_for(self, child: Child, breach: Breach) -> None:
+        """Kill the current incarnation of ``child`` for ``breach``; the exit that
+        follows carries ``breach.reason`` and is handled like any crash."""
+        child.breach = breach
+        log.error("actor %s (pid %d, incarnation %d) %s: %s; killing it", child.name, child.pid,
+                  child.incarnation, breach.reason.replace("_", " "), breach.detail)
+        signal_group(child.pid, signal.SIGKILL)
+
+    def _check_beats(self, now: float) -> None:
+        """Kill running actors whose heartbeat stopped for ``HUNG_AFTER`` intervals."""
+        interval = self.config.system.heartbeat_interval
+        self.next_beat_check = now + interval
+        for child in self.children.values():
+            if child.state != State.RUNNING or child.pid is None or child.breach:
+                continue
+            beat = self.table.beat(child.name)
+            if beat != child.beat:
+                child.beat, child.beat_seen = beat, now
+            elif now - child.beat_seen > HUNG_AFTER * interval:
+                self._kill_for(child, Breach("hung", f"no heartbeat for "
+                                             f"{now - child.beat_seen:.1f}s ({HUNG_AFTER} "
+                                             f"intervals of {interval:g}s)"))
+
+    def _probe_health(self, now: float) -> None:
+        """Ask every running actor for its health; one that did not answer the
+        last probe within ``health_timeout`` is unhealthy until it does."""
+        system = self.config.system
+        self.next_probe = now + system.health_interval
+        for child in self.children.values():
+            if child.state != State.RUNNING or child.conn is None:
+                continue
+            if child.probe_sent is not None:
+                if now - child.probe_sent >= system.health_timeout:
+                    child.health, child.health_reason = health.UNHEALTHY, health.NO_ANSWER
+                continue   # one probe in flight at a time
+            child.probe += 1
+            child.probe_sent = now
+            deliver(self._recipient(child), [HealthProbe(child.probe)])
 
     def _advance_start(self) -> None:
         """Fork up to ``FORK_AHEAD`` queued children ahead; give the head its Go.
@@ -853,8 +1044,54 @@ class Supervisor:
     def cmd_status(self, args: dict, answer) -> None:
         answer(True, [self._status_of(c) for c in self.children.values()])
 
+    def _counters(self, child: Child) -> Counters:
+        """Message counters of every incarnation of ``child`` so far."""
+        return child.counted + self.table.counters(child.name) if child.live else child.counted
+
+    def _snapshot(self) -> SystemSnapshot:
+        """What /metrics and /health show, built by this loop for the HTTP thread."""
+        actors = []
+        for child in self.children.values():
+            reading = self.sampler.latest(child.name) if child.pid is not None else None
+            counters = self._counters(child)
+            actors.append(ActorSnapshot(
+                name=child.name, supervisor=child.spec.supervisor, state=child.state.value,
+                health=child.health if child.state == State.RUNNING else health.UNKNOWN,
+                health_reason=child.health_reason, pid=child.pid, incarnation=child.incarnation,
+                restarts=dict(child.restarts_by), messages=counters.handled,
+                errors=counters.errors, processing_counts=counters.histogram,
+                processing_sum=counters.seconds,
+                mailbox_depth=self.table.depth(self.table.index[child.name]) if child.live else 0,
+                rss_bytes=reading.rss_bytes if reading else None,
+                cpu_seconds=child.cpu_counted + (reading.cpu_seconds if reading else 0.0)))
+        return SystemSnapshot(
+            health=health.aggregate(a.health for a in actors),
+            uptime_s=time.monotonic() - self.started_mono,
+            processing_buckets=PROCESSING_BUCKETS, actors=tuple(actors),
+            dead_letters=self.bus.dead_letters_by_reason())
+
+    def _start_monitoring(self) -> None:
+        """Serve /metrics and /health when configured. A port that cannot be
+        bound is logged and shown by `alysctl version`; the node runs on."""
+        listen = self.config.monitoring.listen
+        if listen is None:
+            return
+        self.exchange = SnapshotExchange()
+        self.monitoring = MonitoringServer(*listen, self.exchange)
+        try:
+            self.monitoring.start()
+        except OSError as exc:
+            self.monitoring_error = f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+            log.critical("monitoring endpoint disabled: %s", self.monitoring_error)
+            self.exchange.close()
+            self.monitoring = self.exchange = None
+            return
+        self.poller.add_fd(self.exchange.fileno())
+        log.info("serving /metrics and /health on http://%s:%d", *self.monitoring.address[:2])
+
     def _status_of(self, child: Child) -> dict:
         sample = self.sampler.latest(child.name) if child.pid is not None else None
+        counters = self._counters(child)
         uptime = time.monotonic() - child.ready_mono if child.ready_mono is not None else None
         return {
             "name": child.name,
@@ -875,8 +1112,8 @@ class Supervisor:
             "restart_in_s": (round(max(0.0, self.delayed[child.name][0] - time.monotonic()), 3)
                              if child.name in self.delayed else None),
             "incarnation": child.incarnation,
-            "handled": child.handled,
-            "errors": child.errors,
+            "handled": counters.handled,
+            "errors": counters.errors,
             "spawned_at": child.spawned_at,
             "ready_at": child.ready_at,
         }
@@ -1107,7 +1344,14 @@ class Supervisor:
                                        "config": self.config.source,
                                        "uptime_s": round(time.monotonic() - self.started_mono, 3),
                                        "rejected_frames": self.bad_frames,
-                                       "denied_connections": self.denied})
+                                       "denied_connections": self.denied,
+                                       "monitoring": self._monitoring_address()})
+
+    def _monitoring_address(self) -> str | None:
+        if self.monitoring is None:
+            return self.monitoring_error
+        host, port = self.monitoring.address[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _enqueue_only(signum, frame) -> None:

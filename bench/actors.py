@@ -23,6 +23,11 @@ the driver scripts check that the two agree before they measure anything.
 * ``StampedBlaster`` -- ``Blaster`` that also returns when its first send began.
 * ``SoakPeer``, ``SoakTicker`` -- the soak's actors (``bench.soak``): peers
   journal what they sent and handled; the ticker paces their sends.
+* ``Leaker``  -- ``{"limit_mib", "step_mib", "every", "report"}``: grows its
+  RSS by ``step_mib`` every ``every`` seconds; the moment it is over
+  ``limit_mib`` it writes ``time.time()`` to the file ``report`` (``bench.limits``).
+* ``Steady``  -- a well-behaved actor: holds ``hold_mib`` MiB and burns
+  ``work_ms`` of CPU every ``period`` seconds, paced by a tick it sends itself.
 """
 
 from __future__ import annotations
@@ -298,3 +303,44 @@ class SoakTicker(Actor):
                 ctx.send(peer, {"k": k})
             self.asked = due
         ctx.send(ctx.name, {"op": "tick", "gen": self.generation})
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Leaker(Actor):
+    """Leaks on request until killed; reports when it crossed its limit."""
+
+    def handle_message(self, message, ctx):
+        hoard, reported = [], False
+        limit = message["limit_mib"] << 20
+        while len(hoard) * message["step_mib"] < 4 * message["limit_mib"]:
+            hoard.append(b"\x01" * (message["step_mib"] << 20))
+            if not reported and _rss_bytes() > limit:
+                with open(message["report"], "w") as f:
+                    f.write(f"{time.time():.6f}")
+                reported = True
+            time.sleep(message["every"])
+        time.sleep(60)
+
+
+class Steady(Actor):
+    """Stays well inside its limits for as long as it runs."""
+
+    def started(self, ctx):
+        cfg = ctx.config
+        self.hold = b"\x01" * (cfg["hold_mib"] << 20)
+        self.work = cfg["work_ms"] / 1000
+        self.period = cfg["period"]
+        self.next = time.monotonic()
+        ctx.send(ctx.name, "tick")
+
+    def handle_message(self, message, ctx):
+        end = time.monotonic() + self.work
+        while time.monotonic() < end:
+            pass
+        self.next += self.period
+        time.sleep(max(0.0, self.next - time.monotonic()))
+        ctx.send(ctx.name, "tick")

@@ -227,3 +227,55 @@ class Pump(Actor):
         if m.get("then_die"):
             os.kill(os.getpid(), signal.SIGKILL)
         return {"results": results, "elapsed": time.monotonic() - began}
+
+
+# --- limits and health tests -------------------------------------------------------------------
+
+class Hog(Actor):
+    """Misbehaves on request, one way per message (``{"op": ...}``):
+
+        leak        keep ``mib`` more MiB of touched memory
+        leak_child  start a child process that holds ``mib`` MiB (it counts against the tree)
+        spin        burn CPU for ``seconds`` (default: until killed)
+        sleep       sleep ``seconds`` in the handler (busy, but no CPU)
+        oom         ask for an impossible allocation (MemoryError)
+        health      set what health_check() answers: ``{"status", "reason"}``
+        pid         answer its pid
+    """
+
+    def started(self, ctx):
+        self.hoard: list[bytes] = []
+        self.health = None
+
+    def health_check(self):
+        from alysd import Degraded, Unhealthy
+
+        if self.health is None:
+            return super().health_check()
+        if self.health["status"] == "raise":
+            raise RuntimeError("health_check() told to fail")
+        make = Degraded if self.health["status"] == "degraded" else Unhealthy
+        return make(self.health["reason"])
+
+    def handle_message(self, m, ctx):
+        op = m["op"]
+        if op == "leak":
+            self.hoard.append(b"\x01" * (m["mib"] << 20))   # written, so resident
+        elif op == "leak_child":
+            child = subprocess.Popen([sys.executable, "-c",
+                                      f"import time; x = b'\\x01' * ({m['mib']} << 20); "
+                                      "time.sleep(300)"])
+            return child.pid
+        elif op == "spin":
+            end = time.monotonic() + m.get("seconds", 3600)
+            while time.monotonic() < end:
+                pass
+        elif op == "sleep":
+            time.sleep(m["seconds"])
+        elif op == "oom":
+            return len(bytearray(1 << 60))
+        elif op == "health":
+            self.health = m
+        elif op == "pid":
+            return os.getpid()
+        return "ok"

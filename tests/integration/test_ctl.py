@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from alysd.ctl import main
-from alysd.testing import short_tempdir
+from alysd.testing import short_tempdir, wait_until
 from tests.conftest import actor_toml
 
 STATUS_FIELDS = {"name", "supervisor", "pid", "state", "restarts", "uptime_s", "rss_bytes",
@@ -49,9 +49,21 @@ def test_status_table_is_readable(daemon):
     out = ctl(daemon, "status")
     assert out.exit_code == 0
     lines = out.output.splitlines()
-    assert lines[0].split()[:4] == ["NAME", "SUPERVISOR", "STATE", "PID"]
-    assert [line.split()[0] for line in lines[1:]] == ["a", "b", "c"]
-    assert all("running" in line for line in lines[1:])
+    assert lines[0] == "system: healthy (3/3 actors running)"
+    assert lines[1].split()[:4] == ["NAME", "SUPERVISOR", "STATE", "PID"]
+    assert [line.split()[0] for line in lines[2:]] == ["a", "b", "c"]
+    assert all("running" in line for line in lines[2:])
+
+
+def test_status_system_line_follows_the_actors(daemon):
+    assert ctl(daemon, "stop", "b").exit_code == 0
+    assert ctl(daemon, "status").output.splitlines()[0] == "system: degraded (2/3 actors running)"
+    assert ctl(daemon, "start", "b").exit_code == 0
+    daemon.request("a", {"op": "degrade", "reason": "db slow"})
+    wait_until(lambda: daemon.status()["a"]["health"] == "degraded", message="a degraded")
+    lines = ctl(daemon, "status").output.splitlines()
+    assert lines[0] == "system: degraded (3/3 actors running)"
+    assert "degraded (db slow)" in lines[2]
 
 
 def test_tree_draws_the_supervision_tree(daemon):

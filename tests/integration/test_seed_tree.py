@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -21,8 +22,15 @@ SEED = {
 }
 
 
+def _bundled(name: str) -> str:
+    """A bundled config, its monitoring endpoint moved to a free port (tests use no fixed port)."""
+    text = (Path(REPO) / "conf" / name).read_text()
+    assert 'listen = "127.0.0.1:9615"' in text
+    return text.replace('listen = "127.0.0.1:9615"', 'listen = "127.0.0.1:0"')
+
+
 def test_the_seed_tree_runs_and_alysctl_tree_draws_it(start_daemon):
-    d = start_daemon(Path(REPO) / "conf" / "alys.toml")
+    d = start_daemon(_bundled("alys.toml"))
     out = CliRunner().invoke(main, ["--runtime-dir", d.rundir.path, "tree", "--json"])
     tree = json.loads(out.output)
     assert (tree["name"], tree["strategy"]) == ("alys", "one_for_all")
@@ -39,9 +47,12 @@ def test_the_seed_tree_runs_and_alysctl_tree_draws_it(start_daemon):
     row = d.status()["engine"]
     assert row["health"] == "degraded" and "placeholder" in row["health_reason"]
     assert d.request("engine", "ping")["placeholder"] is True
+    # placeholders are degraded: the node serves, and says so
+    with urllib.request.urlopen(d.call("version")["monitoring"] + "/health", timeout=10) as resp:
+        assert resp.status == 200 and json.load(resp)["status"] == "degraded"
 
 
 def test_the_dev_tree_adds_the_examples(start_daemon):
-    d = start_daemon(Path(REPO) / "conf" / "dev.toml")
+    d = start_daemon(_bundled("dev.toml"))
     assert d.request("relay", {"x": 1}) == {"via": "relay", "reply": {"x": 1}}
     assert len(d.status()) == 13

@@ -72,16 +72,16 @@ def test_circuit_breaker_opens_half_opens_and_closes(start_daemon):
     d = start_daemon(tree_toml(
         actor_toml("flaky", strategy="circuit_breaker", failure_threshold=2,
                    recovery_timeout="1s", success_threshold=2),
-        max_retries=20, system='heartbeat_interval = "300ms"'))
+        max_retries=20, system='health_interval = "300ms"'))
     assert d.status()["flaky"]["breaker"] == "closed"
-    # Two failures with no healthy heartbeat between them open the breaker.
+    # Two failures with no healthy health report between them open the breaker.
     _kill_and_wait(d, "flaky", {"flaky"})          # first failure: restarted
     os.kill(d.status()["flaky"]["pid"], signal.SIGKILL)  # second, at once: it opens
     row = wait_until(lambda: (r := d.status()["flaky"])["breaker"] == "open" and r,
                      message="breaker open")
     assert row["state"] == "stopped" and row["pid"] is None
     assert "circuit open" in row["reason"]
-    # after recovery_timeout one trial incarnation runs; healthy heartbeats close it
+    # after recovery_timeout one trial incarnation runs; healthy health reports close it
     row = wait_until(lambda: (r := d.status()["flaky"])["breaker"] == "closed"
                      and r["state"] == "running" and r, timeout=10, message="breaker closed")
     assert d.request("flaky", {"op": "echo", "v": 1}) == 1

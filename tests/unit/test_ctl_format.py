@@ -1,4 +1,4 @@
-"""Tests of alysctl: the status, dead-letter and filter tables, the tree drawing,
+"""Tests of alysctl: the system line, the status, dead-letter and filter tables, the tree drawing,
 the control client's fast "no daemon" answer, and the command lines parsed up to
 the request they send."""
 
@@ -15,14 +15,18 @@ from click.testing import CliRunner
 from alysd import zmq_bus
 from alysd.control import CtlReply, request_decoder, request_encoder
 from alysd.ctl import (
+    HEALTH_REASON_WIDTH,
     ControlClient,
     draw_tree,
     format_dead_letters,
     format_filters,
     format_payload,
     format_status,
+    format_system,
     format_time,
     main,
+    status_cells,
+    truncate,
 )
 from alysd.dead_letters import DeadLetter, describe
 from alysd.errors import AlysdError, CommandError, NoDaemon, UnknownActor
@@ -103,6 +107,35 @@ def test_last_exit_is_described(last, text):
 def test_health_reason_is_shown():
     out = format_status([row(health="degraded", health_reason="db slow")])
     assert "degraded (db slow)" in out.split("\n")[1]
+
+
+def test_a_healthy_actors_reason_is_not_shown():
+    assert status_cells(row(health="healthy", health_reason="stale"))["HEALTH"] == "healthy"
+
+
+def test_a_long_health_reason_is_cut_and_escaped():
+    cell = status_cells(row(health="unhealthy", health_reason="\x1b[2J" + "x" * 100))["HEALTH"]
+    reason = truncate("\\x1b[2J" + "x" * 100, HEALTH_REASON_WIDTH)
+    assert cell == f"unhealthy ({reason})" and len(reason) == HEALTH_REASON_WIDTH
+
+
+@pytest.mark.parametrize("states, healths, line", [
+    (["running", "running"], ["healthy", "healthy"], "system: healthy (2/2 actors running)"),
+    (["running", "stopped"], ["healthy", "unknown"], "system: degraded (1/2 actors running)"),
+    (["running", "running"], ["degraded", "unhealthy"],
+     "system: unhealthy (2/2 actors running)"),
+    ([], [], "system: healthy (0/0 actors running)"),
+])
+def test_system_line(states, healths, line):
+    rows = [row(name=f"a{i}", state=s, health=h) for i, (s, h) in enumerate(zip(states, healths))]
+    assert format_system(rows) == line
+
+
+@pytest.mark.parametrize("text, width, cut", [
+    ("abc", 3, "abc"), ("abcd", 3, "ab…"), ("abcd", 1, "…"), ("abcd", 0, "…"), ("", 0, ""),
+])
+def test_truncate(text, width, cut):
+    assert truncate(text, width) == cut
 
 
 # --- draw_tree ----------------------------------------------------------------------------
@@ -481,3 +514,24 @@ def test_replay_of_an_unknown_letter_exits_1_with_the_daemons_message(short_tmp)
         got = cli(short_tmp, "dead-letters", "replay", "3")
     assert got.exit_code == 1
     assert "dead_letters_replay: no dead letter 3" in got.output
+
+
+def test_status_prints_the_system_line_above_the_table(short_tmp):
+    rows = [row(), row(name="sync", state="stopped", pid=None, health="unknown")]
+    got, requests = cli_against(short_tmp, rows, "status")
+    assert got.exit_code == 0, got.output
+    assert requests == [("status", {})]
+    assert got.output == "system: degraded (1/2 actors running)\n" + format_status(rows) + "\n"
+
+
+def test_status_json_is_the_daemons_list_unchanged(short_tmp):
+    rows = [row()]
+    got, _ = cli_against(short_tmp, rows, "status", "--json")
+    assert msgspec.json.decode(got.output) == rows
+
+
+@pytest.mark.parametrize("args", [["--interval", "0"], ["--interval", "-1"],
+                                  ["--interval", "soon"], ["--once", "extra"]])
+def test_top_usage_errors_exit_2(short_tmp, args):
+    got = cli(short_tmp, "top", *args)
+    assert got.exit_code == 2, got.output

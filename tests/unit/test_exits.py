@@ -136,7 +136,7 @@ def test_every_exit_code(code):
     last = classify(status)
     assert last.code == code
     assert last.signal is None
-    expected = {0: "clean", 3: "start_failed", 78: "config"}.get(code, "exit_code")
+    expected = {0: "clean", 3: "start_failed", 4: "memory_limit", 78: "config"}.get(code, "exit_code")
     assert last.reason == expected
 
 

@@ -33,5 +33,5 @@ def test_actors_use_only_the_public_runtime_api():
 
 def test_only_the_root_side_imports_psutil():
     users = {p.name for p in (ROOT / "alysd").glob("*.py") if "psutil" in _imports(p)}
-    # limits samples resources; versions reports library versions; testing is for tests.
-    assert users <= {"limits.py", "versions.py", "testing.py"}, users
+    # sampler reads resources; versions reports library versions; testing is for tests.
+    assert users <= {"sampler.py", "versions.py", "testing.py"}, users

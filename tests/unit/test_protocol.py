@@ -9,7 +9,7 @@ from alysd.config import (ActorSpec, Backpressure, BackoffSpec, BreakerSpec, Chi
 from alysd.control import (COMMANDS, CtlReply, CtlRequest, reply_decoder, request_decoder,
                            request_encoder)
 from alysd.errors import CommandError, HandlerError, UnknownActor
-from alysd.protocol import (ActorBoot, Exited, Go, Heartbeat, Hello, Preloaded, Ready, Spawn,
+from alysd.protocol import (ActorBoot, Exited, FilterHits, Go, HealthProbe, HealthReport, Hello, Preloaded, Ready, Spawn,
                             SpawnFailed, Spawned, system_decoder, system_encoder,
                             zygote_decoder)
 from alysd.zmq_bus import ErrorInfo, decode_any, encode
@@ -90,8 +90,10 @@ def test_every_command_is_documented():
     Hello(3, 4242),
     Go(),
     Ready(3),
-    Heartbeat(3, 1000, 2, "degraded", "db slow", {1: 5}),
-    Heartbeat(4, 0, 0, "healthy"),
+    HealthProbe(7),
+    HealthReport(3, 7, "degraded", "db slow"),
+    HealthReport(4, 8, "healthy"),
+    FilterHits(3, {1: 5}),
 ], ids=lambda m: type(m).__name__)
 def test_system_messages_round_trip(msg):
     got = system_decoder.decode(system_encoder.encode(msg))

@@ -223,6 +223,12 @@ def test_second_daemon_is_refused_naming_the_first_owner(short_tmp):
 
 # --- default_runtime_dir -------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _outside_systemd(monkeypatch):
+    """These tests describe alysd run by hand: systemd's RUNTIME_DIRECTORY is not set."""
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+
+
 def test_env_var_wins(monkeypatch):
     monkeypatch.setenv("ALYSD_RUNTIME_DIR", "/somewhere/else")
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
