@@ -25,6 +25,8 @@ import msgspec
 
 from alysd.config import ActorSpec
 
+CPU_READINGS_PER_WINDOW = 10
+
 
 class Limits(msgspec.Struct, frozen=True):
     memory: int | None = None            # bytes
@@ -47,6 +49,17 @@ class Limits(msgspec.Struct, frozen=True):
             return base
         return min(base, self.max_cpu_time / 2)
 
+    def cpu_interval(self, base: float) -> float | None:
+        """How often CPU must be read, at most: often enough for ``max_cpu_time``,
+        and ``CPU_READINGS_PER_WINDOW`` times per ``cpu_window`` (not more often
+        than ``base``) for ``cpu_limit``; None when no CPU limit needs it."""
+        wanted = []
+        if self.max_cpu_time is not None:
+            wanted.append(self.sample_interval(base))
+        if self.cpu is not None:
+            wanted.append(max(base, self.cpu_window / CPU_READINGS_PER_WINDOW))
+        return min(wanted) if wanted else None
+
 
 class Breach(msgspec.Struct, frozen=True):
     reason: str        # memory_limit | cpu_limit | hung: becomes last_exit.reason
@@ -65,13 +78,17 @@ class LimitWatch:
         # (monotonic time, cumulative CPU seconds): the readings in the last window
         self.window: collections.deque[tuple[float, float]] = collections.deque()
         self.handling: tuple[int, float] | None = None   # (message id, CPU seconds when first seen)
+        self.cpu_at = float("-inf")     # when the CPU of the last reading was read
 
     def observe(self, at: float, rss_bytes: int, cpu_seconds: float,
                 message_id: int | None) -> Breach | None:
-        """Take one reading (``message_id``: the message in hand, None when idle);
-        returns the breach to act on, if any."""
+        """Take one reading (``at``: when ``cpu_seconds`` was read; ``message_id``:
+        the message in hand, None when idle); returns the breach to act on, if any.
+        A reading whose CPU is not newer than the last one's counts for memory only."""
         limits = self.limits
-        if limits.max_cpu_time is not None:
+        fresh_cpu = at > self.cpu_at
+        self.cpu_at = max(self.cpu_at, at)
+        if limits.max_cpu_time is not None and fresh_cpu:
             if message_id is None:
                 self.handling = None
             elif self.handling is None or self.handling[0] != message_id:
@@ -85,7 +102,7 @@ class LimitWatch:
             if self.memory_over >= self.breaches:
                 return Breach("memory_limit", f"RSS {rss_bytes} bytes over memory_limit "
                               f"{limits.memory} in {self.memory_over} readings in a row")
-        if limits.cpu is not None:
+        if limits.cpu is not None and fresh_cpu:
             cores = self._cpu_average(at, cpu_seconds)
             if cores is not None:
                 self.cpu_over = self.cpu_over + 1 if cores > limits.cpu else 0
@@ -94,11 +111,6 @@ class LimitWatch:
                                   f"{limits.cpu_window:g}s, over cpu_limit {limits.cpu:g} in "
                                   f"{self.cpu_over} readings in a row")
         return None
-
-    @property
-    def suspect(self) -> bool:
-        """A limit was over in the last reading: confirm soon rather than in a full interval."""
-        return self.memory_over > 0 or self.cpu_over > 0
 
     def _cpu_average(self, at: float, cpu_seconds: float) -> float | None:
         """Cores used over the last ``cpu_window`` (None until a whole window was seen)."""

@@ -23,7 +23,7 @@ its supervisor; when a window overflows, the whole tree is stopped and alysd
 exits non-zero so that systemd takes over.
 
 Resource limits and liveness: an incarnation over a limit (``alysd.limits``)
-or silent for ``HUNG_AFTER`` heartbeat intervals is killed with SIGKILL, its
+or silent for three heartbeat intervals (``alysd.vitals``) is killed with SIGKILL, its
 ``last_exit.reason`` says why (``memory_limit``, ``cpu_limit``, ``hung``), and
 its restart follows policy like any crash. The HTTP endpoint (``/metrics``,
 ``/health``) runs in its own thread but only ever sees snapshots this loop
@@ -51,24 +51,22 @@ import alysd
 from alysd import health, outbox_journal, system_channel, zmq_bus
 from alysd.actor_table import PROCESSING_BUCKETS, ActorTable, Counters
 from alysd.bus_control import BusControl, Recipient, deliver
-from alysd.cgroup import CgroupError, KernelCaps
 from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
 from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
 from alysd.exits import LastExit, classify
-from alysd.process import become_subreaper, reap_exited, signal_group
-from alysd.limits import Breach, LimitWatch, Limits
+from alysd.process import become_subreaper, raise_fd_limit, reap_exited, signal_group
 from alysd.monitoring import ActorSnapshot, MonitoringServer, SnapshotExchange, SystemSnapshot
 from alysd.poll import EventPoller
 from alysd.protocol import (ActorBoot, Exited, FilterHits, Go, HealthProbe, HealthReport, Hello,
                             Preloaded, Ready, Spawn, Spawned, SpawnFailed, Subscribe)
 from alysd.restart import Action, BreakerState, ChildTrack, RestartWindow, plan_group
 from alysd.runtime_dir import DaemonLock, RuntimeDir
-from alysd.sampler import Sampler
 from alysd.sd_notify import Notifier
 from alysd.state_dir import dead_letter_path, prepare_state_dir
 from alysd.zmq_bus import ErrorInfo, Kind
 from alysd.versions import version_info
+from alysd.vitals import Vital, Vitals
 from alysd.zygote import start_zygote
 
 log = logging.getLogger("alysd")
@@ -77,9 +75,8 @@ FORK_AHEAD = 4              # successors forked before their turn in an ordered 
 PRELOAD_TIMEOUT = 120.0     # seconds the zygote may take to import every actor class
 MAX_POLL_MS = 1000
 ZYGOTE_EXIT_TIMEOUT = 2.0   # seconds the zygote gets to reap its spares at exit
-HUNG_AFTER = 3              # heartbeat intervals of silence after which an actor is hung
-CONFIRM_SOON = 0.25         # a reading over a limit is confirmed after this share of the interval
-KERNEL_HEADROOM = 1.25      # kernel caps sit this far above the limits the sampler enforces
+FDS_PER_ACTOR = 6           # descriptors the root may hold per actor (channel, /proc files, relay)
+FDS_BASE = 256
 
 
 class State(str, enum.Enum):
@@ -122,13 +119,7 @@ class Child:
     counted: Counters = field(default_factory=Counters)   # of the incarnations that ended
     cpu_counted: float = 0.0           # CPU seconds of the incarnations that ended
     restarts_by: dict[str, int] = field(default_factory=dict)   # last_exit.reason -> restarts
-    watch: LimitWatch | None = None    # the current incarnation against its limits
-    breach: Breach | None = None       # why the root killed the current incarnation
-    beat: int = 0                      # its heartbeat counter, as last seen...
-    beat_seen: float = 0.0             # ...and when it last moved (monotonic)
-    probe: int = 0                     # the last health probe sent...
-    probe_sent: float | None = None    # ...and when, while it is unanswered (monotonic)
-    oom_kills: int = 0                 # the kernel's OOM kills in its cgroup before this incarnation
+    vital: Vital = field(default_factory=Vital)   # the current incarnation's limits, beat, probes
     conn: system_channel.Connection | None = None   # its system channel, once attached
     track: ChildTrack | None = None    # restart policy state (backoff, circuit breaker)
     reason: str | None = None          # why it is not running, for operators
@@ -222,15 +213,12 @@ class Supervisor:
         self.denied = 0
         self.conns: dict[int, system_channel.Connection] = {}   # fd -> system connection
         self.conn_by_pid: dict[int, system_channel.Connection] = {}
-        self.sampler = Sampler()
-        self.limits = {name: Limits.of(spec) for name, spec in config.actors.items()}
-        self.next_beat_check = self.next_probe = 0.0
+        self.vitals: Vitals | None = None
         self.notifier: Notifier | None = None
         self.next_watchdog: float | None = None
         self.monitoring: MonitoringServer | None = None
         self.exchange: SnapshotExchange | None = None
         self.monitoring_error: str | None = None
-        self.caps: KernelCaps | None = None
         self.relay_of: dict[zmq.Socket, _Relay] = {}
         self.round_robin: dict[str, int] = {}
         self.bus: BusControl | None = None
@@ -241,6 +229,13 @@ class Supervisor:
         """Run until stopped; returns alysd's exit status."""
         # Before the zygote forks: systemd's variables must not reach any actor.
         self.notifier = Notifier.from_environment()
+        # The root holds a few descriptors per actor (its system channel, the files
+        # its resources are read from); a shell's default of 1024 is too few for
+        # a large tree, and a reading that cannot open its file enforces nothing.
+        wanted = FDS_PER_ACTOR * len(self.children) + FDS_BASE
+        if (allowed := raise_fd_limit(wanted)) < wanted:
+            log.warning("the open-file limit (%d) is below what %d actors need (%d): raise "
+                        "LimitNOFILE or ulimit -n", allowed, len(self.children), wanted)
         os.umask(0o077)
         self.rundir.prepare()
         lock = DaemonLock(self.rundir)
@@ -252,8 +247,9 @@ class Supervisor:
         # any thread when it forks.
         self.table = ActorTable(list(self.children))
         self.zygote = start_zygote(self.config, self.rundir.path, self.table)
+        self.vitals = Vitals(self.config, self.table)
         try:
-            self._adopt_kernel_caps()
+            self.vitals.adopt_kernel_caps([os.getpid(), self.zygote.pid])
             become_subreaper()
             self._install_signals()
             self.zctx = zmq.Context(io_threads=1)
@@ -263,8 +259,7 @@ class Supervisor:
                 if not self.shutting_down:
                     self.notifier.stopping()   # leaving without an orderly shutdown
                 self.notifier.close()
-                if self.caps is not None:
-                    self._release_kernel_caps()
+                self.vitals.close()
                 if self.monitoring is not None:
                     self.monitoring.close()
                     self.exchange.close()
@@ -348,11 +343,7 @@ class Supervisor:
         deadlines += [due for due, _ in self.delayed.values()]
         deadlines += [d for name in self.open_breakers
                       if (d := self.children[name].track.breaker_deadline()) is not None]
-        sample_due = self.sampler.next_due()
-        if sample_due is not None:
-            deadlines.append(sample_due)
-        if self.booted and not self.shutting_down:
-            deadlines += [self.next_beat_check, self.next_probe]
+        deadlines += self.vitals.deadlines(watching=self.booted and not self.shutting_down)
         if self.next_watchdog is not None:
             deadlines.append(self.next_watchdog)
         deadlines += [p.deadline for p in self.commands]
@@ -418,7 +409,7 @@ class Supervisor:
                 child = self.by_pid.get(msg.pid)
                 if child is not None:
                     # A kill of ours for a breach says why; the status only says SIGKILL.
-                    why = child.breach.reason if child.breach else self._kernel_verdict(child)
+                    why = self.vitals.exit_reason(child.name, child.vital)
                     self._incarnation_ended(child, classify(msg.status, pid=msg.pid,
                                                             at=time.time(), reason=why))
 
@@ -443,14 +434,7 @@ class Supervisor:
         conn = self.conn_by_pid.get(msg.pid)
         if conn is not None:
             self._attach(child, conn)
-        limits = self.limits[child.name]
-        self.sampler.track(
-            child.name, msg.pid, tree=limits.memory is not None,
-            interval=limits.sample_interval(self.config.system.sample_interval) if limits.any
-            else None)
-        child.watch = LimitWatch(limits, self.config.system.limit_breaches) if limits.any else None
-        if self.caps is not None and (limits.memory is not None or limits.cpu is not None):
-            self._cap(child, limits)
+        child.vital = self.vitals.spawned(child.name, msg.pid)
         if child.state == State.STOPPING:
             self._signal_stop(child)  # the stop was asked for while it was being forked
 
@@ -463,8 +447,7 @@ class Supervisor:
         child.spawned_at = time.time()
         child.ready_at = child.ready_mono = None
         child.health, child.health_reason = "unknown", None
-        child.breach = child.watch = None
-        child.probe_sent = None
+        child.vital = Vital()
         self._set_deadline(child, time.monotonic() + child.spec.start_timeout)
         self.zygote.send(Spawn(ActorBoot(
             spec=child.spec,
@@ -524,7 +507,7 @@ class Supervisor:
             return
         if msg.incarnation != child.incarnation:
             return  # a message from an incarnation we no longer track
-        child.beat_seen = time.monotonic()   # any frame is a sign of life
+        Vitals.heard(child.vital, time.monotonic())
         if isinstance(msg, Hello):
             child.hello = True
             self.bus.greet(self._recipient(child))
@@ -532,8 +515,7 @@ class Supervisor:
             child.health, child.health_reason = msg.health, msg.health_reason
             self._ready(child)
         elif isinstance(msg, HealthReport):
-            if msg.probe == child.probe:
-                child.probe_sent = None
+            Vitals.answered(child.vital, msg.probe)
             child.health, child.health_reason = msg.health, msg.health_reason
             if msg.health == health.HEALTHY and child.state == State.RUNNING:
                 child.track.on_healthy(time.monotonic())
@@ -575,7 +557,7 @@ class Supervisor:
         self._set_deadline(child, None)
         child.ready_at = time.time()
         child.ready_mono = time.monotonic()
-        child.beat_seen = child.ready_mono
+        Vitals.heard(child.vital, child.ready_mono)
         child.reason = None
         child.track.on_ready(child.ready_mono)
         self.start_queue.pop(child.name, None)
@@ -587,7 +569,8 @@ class Supervisor:
     def _incarnation_ended(self, child: Child, exit: LastExit) -> None:
         was = child.state
         doing = self.table.activity(child.name)
-        if doing and child.breach and child.breach.message_id == doing.message_id:
+        breach = child.vital.breach
+        if doing and breach and breach.message_id == doing.message_id:
             crashes = self.table.condemn(child.name, doing.message_id)
         else:
             crashes = self.table.record_crash(child.name, doing.message_id) if doing else 0
@@ -708,9 +691,7 @@ class Supervisor:
             child.conn = None
         child.pid = None
         child.spawn_pending = False
-        last = self.sampler.forget(child.name)
-        if last is not None:
-            child.cpu_counted += last.cpu_seconds
+        child.cpu_counted += self.vitals.ended(child.name)
         child.counted += self.table.counters(child.name)
         self._set_deadline(child, None)
         child.last_exit = exit
@@ -775,20 +756,13 @@ class Supervisor:
         self._fire_deadlines(now)
         self._finish_commands(now)
         self._expire_sends(now)
-        if (due := self.sampler.next_due()) is not None and now >= due:
-            for name in self.sampler.refresh(now):
-                self._judge(self.children[name])
-        if self.booted and not self.shutting_down:
-            if now >= self.next_beat_check:
-                self._check_beats(now)
-            if now >= self.next_probe:
-                self._probe_health(now)
+        self._watch_vitals(now)
         if not self.tree_up_logged and self.booted and not self.shutting_down and not self.start_queue:
             self.tree_up_logged = True
             log.info("all %d actors running (%.0f ms after start)", len(self.children),
                      (now - self.started_mono) * 1000)
             self.notifier.ready(self._status_line())
-        elif self.tree_up_logged and not self.shutting_down:
+        elif self.tree_up_logged and not self.shutting_down and self.notifier.enabled:
             self.notifier.status(self._status_line())
         if self.next_watchdog is not None and now >= self.next_watchdog:
             # Only this loop pings: a wedged loop stops the pings and systemd steps in.
@@ -803,98 +777,30 @@ class Supervisor:
 
     # --- limits, liveness, health ---------------------------------------------------------
 
-    def _judge(self, child: Child) -> None:
-        """A new reading of ``child``: act on a breach of its limits."""
-        reading = self.sampler.latest(child.name)
-        if child.watch is None or reading is None or child.pid is None or child.breach:
+    def _watch_vitals(self, now: float) -> None:
+        """Kill what breached a limit or went silent; probe health; mark the
+        actors that did not answer their last probe."""
+        watching = self.booted and not self.shutting_down
+        if not self.vitals.due(now, watching):
             return
-        doing = self.table.activity(child.name)
-        breach = child.watch.observe(reading.at, reading.rss_bytes, reading.cpu_seconds,
-                                     doing.message_id if doing else None)
-        if breach is not None:
-            self._kill_for(child, breach)
-        elif child.watch.suspect:
-            interval = self.limits[child.name].sample_interval(self.config.system.sample_interval)
-            self.sampler.soon(child.name, interval * CONFIRM_SOON)
 
-    def _adopt_kernel_caps(self) -> None:
-        """Where this host delegates a cgroup v2 to alysd, actors with limits also
-        get kernel caps (a backstop between two readings); elsewhere readings alone
-        enforce the limits."""
-        if not any(lim.memory is not None or lim.cpu is not None for lim in self.limits.values()):
+        def running() -> list[Child]:
+            # asked for only when heartbeats or probes are due, not per reading
+            return [c for c in self.children.values()
+                    if c.state == State.RUNNING and c.pid is not None] if watching else []
+        for child, breach in self.vitals.breaches(now, self.children, running):
+            log.error("actor %s (pid %d, incarnation %d) %s: %s; killing it", child.name,
+                      child.pid, child.incarnation, breach.reason.replace("_", " "),
+                      breach.detail)
+            signal_group(child.pid, signal.SIGKILL)
+        if not watching:
             return
-        caps, why_not = KernelCaps.detect()
-        if caps is None:
-            log.info("limits are enforced by sampling only: no kernel caps (%s)", why_not)
-            return
-        try:
-            caps.adopt([os.getpid(), self.zygote.pid])
-        except CgroupError as exc:
-            log.warning("limits are enforced by sampling only: %s", exc)
-            return
-        self.caps = caps
-        log.info("actors with limits also get kernel caps in %s", caps.own)
-
-    def _cap(self, child: Child, limits: Limits) -> None:
-        memory = None if limits.memory is None else int(limits.memory * KERNEL_HEADROOM)
-        cpu = None if limits.cpu is None else limits.cpu * KERNEL_HEADROOM
-        try:
-            self.caps.place(child.name, child.pid, memory_max=memory, cpu_max=cpu)
-            child.oom_kills = self.caps.oom_kills(child.name)
-        except CgroupError as exc:
-            log.error("actor %s runs without kernel caps (its limits are still sampled): %s",
-                      child.name, exc)
-
-    def _kernel_verdict(self, child: Child) -> str | None:
-        """``memory_limit`` when the kernel OOM-killed ``child`` in its cgroup."""
-        if self.caps is not None and self.caps.oom_kills(child.name) > child.oom_kills:
-            return "memory_limit"
-        return None
-
-    def _release_kernel_caps(self) -> None:
-        try:
-            self.caps.close()
-        except CgroupError as exc:
-            log.warning("could not remove an actor cgroup: %s", exc)
-
-    def _kill_for(self, child: Child, breach: Breach) -> None:
-        """Kill the current incarnation of ``child`` for ``breach``; the exit that
-        follows carries ``breach.reason`` and is handled like any crash."""
-        child.breach = breach
-        log.error("actor %s (pid %d, incarnation %d) %s: %s; killing it", child.name, child.pid,
-                  child.incarnation, breach.reason.replace("_", " "), breach.detail)
-        signal_group(child.pid, signal.SIGKILL)
-
-    def _check_beats(self, now: float) -> None:
-        """Kill running actors whose heartbeat stopped for ``HUNG_AFTER`` intervals."""
-        interval = self.config.system.heartbeat_interval
-        self.next_beat_check = now + interval
-        for child in self.children.values():
-            if child.state != State.RUNNING or child.pid is None or child.breach:
-                continue
-            beat = self.table.beat(child.name)
-            if beat != child.beat:
-                child.beat, child.beat_seen = beat, now
-            elif now - child.beat_seen > HUNG_AFTER * interval:
-                self._kill_for(child, Breach("hung", f"no heartbeat for "
-                                             f"{now - child.beat_seen:.1f}s ({HUNG_AFTER} "
-                                             f"intervals of {interval:g}s)"))
-
-    def _probe_health(self, now: float) -> None:
-        """Ask every running actor for its health; one that did not answer the
-        last probe within ``health_timeout`` is unhealthy until it does."""
-        system = self.config.system
-        self.next_probe = now + system.health_interval
-        for child in self.children.values():
-            if child.state != State.RUNNING or child.conn is None:
-                continue
-            if child.probe_sent is not None:
-                if now - child.probe_sent >= system.health_timeout:
-                    child.health, child.health_reason = health.UNHEALTHY, health.NO_ANSWER
-                continue   # one probe in flight at a time
-            child.probe += 1
-            child.probe_sent = now
-            deliver(self._recipient(child), [HealthProbe(child.probe)])
+        ask, silent = self.vitals.probes(
+            now, lambda: [c for c in running() if c.conn is not None])
+        for child in ask:
+            deliver(self._recipient(child), [HealthProbe(child.vital.probe)])
+        for child in silent:
+            child.health, child.health_reason = health.UNHEALTHY, health.NO_ANSWER
 
     def _advance_start(self) -> None:
         """Fork up to ``FORK_AHEAD`` queued children ahead; give the head its Go.
@@ -1052,7 +958,7 @@ class Supervisor:
         """What /metrics and /health show, built by this loop for the HTTP thread."""
         actors = []
         for child in self.children.values():
-            reading = self.sampler.latest(child.name) if child.pid is not None else None
+            reading = self.vitals.reading(child.name) if child.pid is not None else None
             counters = self._counters(child)
             actors.append(ActorSnapshot(
                 name=child.name, supervisor=child.spec.supervisor, state=child.state.value,
@@ -1090,7 +996,7 @@ class Supervisor:
         log.info("serving /metrics and /health on http://%s:%d", *self.monitoring.address[:2])
 
     def _status_of(self, child: Child) -> dict:
-        sample = self.sampler.latest(child.name) if child.pid is not None else None
+        sample = self.vitals.reading(child.name) if child.pid is not None else None
         counters = self._counters(child)
         uptime = time.monotonic() - child.ready_mono if child.ready_mono is not None else None
         return {
@@ -1101,7 +1007,7 @@ class Supervisor:
             "restarts": child.restarts,
             "uptime_s": round(uptime, 3) if uptime is not None else None,
             "rss_bytes": sample.rss_bytes if sample else None,
-            "cpu_percent": sample.cpu_percent if sample else None,
+            "cpu_percent": round(sample.cpu_percent, 1) if sample else None,
             "mailbox_depth": self.table.depth(self.table.index[child.name]) if child.live else 0,
             "health": child.health if child.state == State.RUNNING else "unknown",
             "health_reason": child.health_reason,

@@ -2,9 +2,10 @@
 and that well-behaved actors are never killed.
 
 * sampling: N idle processes (``sleep``) read ten times a second for
-  ``--seconds``, by alysd's ``Sampler`` (tree RSS, as for an actor with a
-  memory limit) and, in the same run, by a naive psutil pass (``cpu_percent``
-  + ``memory_info`` per process, the peer). Figures: CPU of the reading
+  ``--seconds``, by alysd's ``Sampler`` as it reads an actor with a memory and
+  a CPU limit (tree RSS at every reading, CPU ten times per 5 s window) and,
+  in the same run, by a naive psutil pass (``cpu_percent`` + ``memory_info``
+  per process, the peer). Figures: CPU of the reading
   thread in % of one core, and the ratio alysd / psutil. Then the root of a
   real daemon with N actors whose limits are sampled at 10 Hz, against the
   same daemon without limits: the difference is what limits cost the root.
@@ -17,6 +18,7 @@ and that well-behaved actors are never killed.
   for ``--duration`` seconds; every restart is a false kill. Target: 0 in 600 s.
 
     python -m bench.limits [--n 50 500] [--seconds 10] [--trials 5] [--duration 60]
+                           [--parts sampling leak false_kills]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 
 import psutil
 
+from alysd.limits import Limits
 from alysd.sampler import Sampler
 from alysd.testing import run_daemon, wait_until
 from bench import common
@@ -36,6 +39,7 @@ from bench import common
 HZ = 10
 SAMPLE_INTERVAL = 1 / HZ
 TARGET_PCT = {50: 1.0, 500: 5.0}
+PARTS = ["sampling", "leak", "false_kills"]
 
 
 def _config(actors: list[tuple[str, str, dict, dict]], system: str = "") -> str:
@@ -52,45 +56,58 @@ def _config(actors: list[tuple[str, str, dict, dict]], system: str = "") -> str:
     return "\n".join(lines)
 
 
-def _reading_cost(read, seconds: float) -> float:
-    """CPU of ``read()`` called at HZ for ``seconds``, in % of one core."""
-    cpu = 0.0
+def _reading_cost(read, seconds: float) -> tuple[float, float]:
+    """``read()`` called for ``seconds``; it returns (how many processes it
+    read, when it wants to be called next). Returns (its CPU in % of one
+    core, readings per second)."""
+    cpu, readings = 0.0, 0
     start = time.monotonic()
-    tick = start
     while time.monotonic() - start < seconds:
         t0 = time.thread_time()
-        read()
+        count, next_at = read()
         cpu += time.thread_time() - t0
-        tick += SAMPLE_INTERVAL
-        time.sleep(max(0.0, tick - time.monotonic()))
-    return cpu / (time.monotonic() - start) * 100
+        readings += count
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    elapsed = time.monotonic() - start
+    return cpu / elapsed * 100, readings / elapsed
 
 
 def sampling_in_process(n: int, seconds: float) -> dict:
     procs = [subprocess.Popen(["sleep", "600"]) for _ in range(n)]
     try:
         sampler = Sampler()
+        # what an actor with memory_limit and cpu_limit (5 s window) is read with
+        limits = Limits(memory=1 << 30, cpu=1.0, cpu_window=5.0)
         for i, p in enumerate(procs):
-            sampler.track(f"p{i}", p.pid, interval=SAMPLE_INTERVAL, tree=True)
+            sampler.track(f"p{i}", p.pid, interval=limits.sample_interval(SAMPLE_INTERVAL),
+                          cpu_interval=limits.cpu_interval(SAMPLE_INTERVAL), tree=True)
         naive = [psutil.Process(p.pid) for p in procs]
 
-        def psutil_pass():
+        def psutil_pass() -> tuple[int, float]:
+            began = time.monotonic()
             for p in naive:
                 p.cpu_percent(None)
                 p.memory_info()
+            return len(naive), began + SAMPLE_INTERVAL
 
-        def alysd_pass():
-            sampler.refresh(time.monotonic())
-        # interleaved halves, so that both see the same machine
-        half = seconds / 2
-        ours = (_reading_cost(alysd_pass, half) + _reading_cost(alysd_pass, half)) / 2
-        peer = (_reading_cost(psutil_pass, half) + _reading_cost(psutil_pass, half)) / 2
+        def alysd_pass() -> tuple[int, float]:
+            # as the supervisor's loop does: read what is due, wake when the next one is
+            count = len(sampler.refresh(time.monotonic()))
+            return count, sampler.next_due()
+        # alternating quarters, so that both see the same machine
+        quarter = seconds / 4
+        runs = [(_reading_cost(alysd_pass, quarter), _reading_cost(psutil_pass, quarter))
+                for _ in range(2)]
+        ours = sum(r[0][0] for r in runs) / 2
+        peer = sum(r[1][0] for r in runs) / 2
+        rate = sum(r[0][1] for r in runs) / 2
     finally:
         for p in procs:
             p.kill()
             p.wait()
     return {"n": n, "alysd_pct": round(ours, 3), "psutil_pct": round(peer, 3),
-            "ratio": round(ours / peer, 3) if peer else None}
+            "ratio": round(ours / peer, 3) if peer else None,
+            "readings_per_s": round(rate), "wanted_per_s": n * HZ}
 
 
 def _root_cpu_pct(d, seconds: float) -> float:
@@ -165,13 +182,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--actors", type=int, default=10)
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS)
     args = parser.parse_args()
     common.header("resource limits")
-    for n in args.n:
+    for n in args.n if "sampling" in args.parts else ():
         own = sampling_in_process(n, args.seconds)
         target = TARGET_PCT.get(n)
-        print(f"sampling {n} processes at {HZ} Hz: alysd {own['alysd_pct']:.3f} % of a core, "
-              f"naive psutil {own['psutil_pct']:.3f} % (ratio {own['ratio']})"
+        print(f"sampling {n} processes at {HZ} Hz: alysd {own['alysd_pct']:.3f} % of a core "
+              f"({own['readings_per_s']} readings/s), naive psutil {own['psutil_pct']:.3f} % "
+              f"(ratio {own['ratio']})"
               + (f"; target <= {target} %: {common.verdict(own['alysd_pct'] <= target)}"
                  if target else ""))
         common.result({"sampling": own})
@@ -180,11 +199,21 @@ def main() -> None:
               f"limits at {HZ} Hz, {root['root_plain_pct']} % without "
               f"(limits cost {root['limits_cost_pct']} %)")
         common.result({"root": root})
-    leak = leak_latency(args.trials)
+    if "leak" in args.parts:
+        report_leak(args.trials)
+    if "false_kills" in args.parts:
+        report_false_kills(args.actors, args.duration)
+
+
+def report_leak(trials: int) -> None:
+    leak = leak_latency(trials)
     print(f"leak acted on after {leak['latency_ms']} ms; worst {leak['worst_intervals']} "
           f"sampling intervals (target <= 2): {leak['verdict']}")
     common.result({"leak": leak})
-    kills = false_kills(args.actors, args.duration)
+
+
+def report_false_kills(actors: int, duration: float) -> None:
+    kills = false_kills(actors, duration)
     print(f"{kills['actors']} well-behaved actors for {kills['seconds']:.0f} s: "
           f"{kills['restarts']} restarts (max RSS {kills['max_rss_mib']} MiB, max CPU "
           f"{kills['max_cpu_percent']} %): {kills['verdict']}")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from alysd.ctl import main
-from alysd.testing import short_tempdir, wait_until
+from alysd.testing import wait_until
 from tests.conftest import actor_toml
 
 STATUS_FIELDS = {"name", "supervisor", "pid", "state", "restarts", "uptime_s", "rss_bytes",
@@ -172,8 +172,8 @@ def test_version_shows_client_and_daemon(daemon):
     assert {"pyzmq", "libzmq", "msgspec", "psutil", "python"} <= set(info["daemon"])
 
 
-def test_no_daemon_exits_3_and_names_the_path():
-    rundir = short_tempdir()
+def test_no_daemon_exits_3_and_names_the_path(short_tmp):
+    rundir = short_tmp
     try:
         for args in (["status"], ["tree"], ["restart", "a"], ["send", "a", "1"]):
             out = CliRunner().invoke(main, ["--runtime-dir", rundir, *args])

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from alysd.errors import ActorExited, HandlerError
-from alysd.testing import short_tempdir, wait_until
+from alysd.testing import wait_until
 from tests.conftest import REPO, actor_toml, tree_toml
 
 
@@ -136,10 +136,10 @@ def test_unimportable_actor_class_is_refused_with_its_key(start_daemon):
     ('[supervisors.a]\n[supervisors.b]\n', "supervisors"),
     ("this is not toml", "line 1"),
 ])
-def test_bad_config_refuses_to_start_and_names_the_key(tmp_path, toml, key):
+def test_bad_config_refuses_to_start_and_names_the_key(tmp_path, short_tmp, toml, key):
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    out = _alysd("--config", str(path), "--runtime-dir", short_tempdir())
+    out = _alysd("--config", str(path), "--runtime-dir", short_tmp)
     assert out.returncode == 78
     assert key in out.stderr
 

@@ -24,14 +24,30 @@ def test_limits_come_from_the_actor_spec():
     assert limits.any and not Limits().any
     assert limits.sample_interval(1.0) == 0.2        # often enough for max_cpu_time
     assert Limits(memory=1).sample_interval(1.0) == 1.0
+    # CPU: for max_cpu_time as often as readings; for cpu_limit ten times a window
+    assert limits.cpu_interval(1.0) == 0.2
+    assert Limits(cpu=1.0, cpu_window=5.0).cpu_interval(0.1) == 0.5
+    assert Limits(cpu=1.0, cpu_window=5.0).cpu_interval(1.0) == 1.0
+    assert Limits(memory=1).cpu_interval(1.0) is None
+
+
+def test_a_reading_whose_cpu_is_not_new_counts_for_memory_only():
+    w = watch(breaches=2, memory=100, cpu=0.5, cpu_window=1.0)
+    for t in (0.0, 1.0):
+        assert w.observe(t, 0, t, None) is None  # a full core, CPU read each second
+    assert w.cpu_over == 1
+    for _ in range(3):                           # memory readings between two CPU readings
+        assert w.observe(1.0, 0, 1.0, None) is None
+    assert w.cpu_over == 1
+    assert w.observe(2.0, 0, 2.0, None).reason == "cpu_limit"
 
 
 def test_memory_needs_consecutive_readings_over_the_limit():
     w = watch(memory=100 * MiB)
     assert w.observe(1.0, 150 * MiB, 0.0, None) is None
-    assert w.suspect
+    assert w.memory_over == 1
     assert w.observe(2.0, 50 * MiB, 0.0, None) is None     # freed again: the count starts over
-    assert not w.suspect
+    assert w.memory_over == 0
     assert w.observe(3.0, 150 * MiB, 0.0, None) is None
     breach = w.observe(4.0, 150 * MiB, 0.0, None)
     assert breach.reason == "memory_limit"
@@ -49,9 +65,9 @@ def test_cpu_is_judged_only_over_a_whole_window():
     # 100 % of a core from the start, but no window yet: no judgement
     assert w.observe(0.0, 0, 0.0, None) is None
     assert w.observe(1.0, 0, 1.0, None) is None
-    assert not w.suspect
+    assert w.cpu_over == 0
     assert w.observe(2.0, 0, 2.0, None) is None     # a window now: 1 core > 0.5, first time
-    assert w.suspect
+    assert w.cpu_over == 1
     breach = w.observe(3.0, 0, 3.0, None)
     assert breach.reason == "cpu_limit" and "1.00 cores" in breach.detail
 
