@@ -28,25 +28,33 @@ MAX_IPC_PATH = 107
 MAX_NAME = 48  # longest actor name the config accepts
 
 
-def default_runtime_dir() -> str:
-    """The runtime directory used when none is given explicitly: ``$ALYSD_RUNTIME_DIR``,
-    else ``$RUNTIME_DIRECTORY`` (set by systemd's ``RuntimeDirectory=``; the first of
-    its colon-separated paths), else ``/run/alysd`` as root, else
-    ``$XDG_RUNTIME_DIR/alysd``, else ``<tempdir>/alysd-<uid>``."""
-    env = os.environ.get(ENV_VAR)
+def dir_from_environment(own: str, systemd: str, as_root: str, xdg: str) -> str | None:
+    """The first of: ``$own``; the first of the colon-separated paths in ``$systemd``
+    (set by systemd's ``RuntimeDirectory=``/``StateDirectory=``); ``as_root`` when
+    running as root; ``$xdg/alysd`` when ``$xdg`` is an absolute path (the XDG spec
+    says a relative one is invalid and ignored). None when none applies."""
+    env = os.environ.get(own)
     if env:
         return env
     # The service runs as its own user, not root: without this it would land in
     # its private temp dir (PrivateTmp=), where alysctl can never find it.
-    systemd = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return systemd
+    given = os.environ.get(systemd, "").split(":")[0]
+    if given:
+        return given
     if os.geteuid() == 0:
-        return "/run/alysd"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return os.path.join(xdg, "alysd")
-    return os.path.join(tempfile.gettempdir(), f"alysd-{os.getuid()}")
+        return as_root
+    base = os.environ.get(xdg)
+    if base and os.path.isabs(base):
+        return os.path.join(base, "alysd")
+    return None
+
+
+def default_runtime_dir() -> str:
+    """The runtime directory used when none is given explicitly: ``$ALYSD_RUNTIME_DIR``,
+    else ``$RUNTIME_DIRECTORY``, else ``/run/alysd`` as root, else
+    ``$XDG_RUNTIME_DIR/alysd``, else ``<tempdir>/alysd-<uid>``."""
+    return (dir_from_environment(ENV_VAR, "RUNTIME_DIRECTORY", "/run/alysd", "XDG_RUNTIME_DIR")
+            or os.path.join(tempfile.gettempdir(), f"alysd-{os.getuid()}"))
 
 
 @dataclass(frozen=True)

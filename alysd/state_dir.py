@@ -19,6 +19,7 @@ import shlex
 import stat
 
 from alysd.errors import AlysdError
+from alysd.runtime_dir import dir_from_environment
 
 ENV_VAR = "ALYSD_STATE_DIR"
 
@@ -29,20 +30,11 @@ class StateDirError(AlysdError):
 
 
 def default_state_dir() -> str:
-    """The state directory used when none is given explicitly."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return env
-    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return systemd
-    if os.geteuid() == 0:
-        return "/var/lib/alysd"
-    xdg = os.environ.get("XDG_STATE_HOME")
-    # The XDG spec: a relative path in these variables is invalid and ignored.
-    if xdg and os.path.isabs(xdg):
-        return os.path.join(xdg, "alysd")
-    return os.path.join(os.path.expanduser("~"), ".local", "state", "alysd")
+    """The state directory used when none is given explicitly: ``$ALYSD_STATE_DIR``,
+    else ``$STATE_DIRECTORY``, else ``/var/lib/alysd`` as root, else
+    ``$XDG_STATE_HOME/alysd``, else ``~/.local/state/alysd``."""
+    return (dir_from_environment(ENV_VAR, "STATE_DIRECTORY", "/var/lib/alysd", "XDG_STATE_HOME")
+            or os.path.join(os.path.expanduser("~"), ".local", "state", "alysd"))
 
 
 def prepare_state_dir(path: str) -> str:
