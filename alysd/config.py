@@ -579,12 +579,11 @@ def _check_actor(name: Any, values: dict, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"{path}.instances", f"expected at most {fits} for this "
                                       f"name: member names must fit in {MAX_NAME} characters, "
                                       f"{last!r} has {len(last)}; got {instances}"))
-    mailbox = values.get("mailbox")
-    size = values.get("max_mailbox_size")
-    if (isinstance(mailbox, dict) and mailbox.get("capacity", size) not in (size, _REFUSED)
-            and size not in (None, _REFUSED)):
+    size, mailbox = values.get("max_mailbox_size"), values.get("mailbox")
+    capacity = mailbox.get("capacity") if isinstance(mailbox, dict) else None
+    if None not in (size, capacity) and _REFUSED not in (size, capacity) and size != capacity:
         issues.append(ConfigIssue(f"{path}.max_mailbox_size", "conflicts with mailbox.capacity "
-                                  f"({mailbox['capacity']}): give one of them, got {size}"))
+                                  f"({capacity}): give one of them, got {size}"))
     initial = values.get("initial_delay", _DEFAULT_BACKOFF.initial_delay)
     maximum = values.get("max_delay", _DEFAULT_BACKOFF.max_delay)
     if _REFUSED in (initial, maximum) or maximum >= initial:

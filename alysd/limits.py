@@ -42,6 +42,19 @@ class Limits(msgspec.Struct, frozen=True):
     def any(self) -> bool:
         return self.memory is not None or self.cpu is not None or self.max_cpu_time is not None
 
+    @property
+    def capped(self) -> bool:
+        """Whether a kernel cap (memory.max, cpu.max) can back these limits up."""
+        return self.memory is not None or self.cpu is not None
+
+    def reading_interval(self, base: float) -> float | None:
+        """How often to read the actor at all: as ``sample_interval`` when memory
+        or ``max_cpu_time`` is limited, else as CPU needs; None (the sampler's idle
+        interval) without limits."""
+        if self.memory is not None or self.max_cpu_time is not None:
+            return self.sample_interval(base)
+        return self.cpu_interval(base)
+
     def sample_interval(self, base: float) -> float:
         """How often readings are needed: ``base``, or often enough to catch a
         handler at most half a ``max_cpu_time`` late."""
@@ -87,7 +100,8 @@ class LimitWatch:
         A reading whose CPU is not newer than the last one's counts for memory only."""
         limits = self.limits
         fresh_cpu = at > self.cpu_at
-        self.cpu_at = max(self.cpu_at, at)
+        if fresh_cpu:
+            self.cpu_at = at
         if limits.max_cpu_time is not None and fresh_cpu:
             if message_id is None:
                 self.handling = None

@@ -246,9 +246,9 @@ class Sampler:
         pop, take = heapq.heappop, self._read
         while due and due[0][0] <= horizon:
             entry = pop(due)
+            if _stale(entry):
+                continue
             tracked = entry[2]
-            if tracked.gone or entry[3] != tracked.readings:
-                continue   # stale: forgotten, or read since this entry was pushed
             if take(tracked, now):
                 read.append(tracked.key)
             # the clock is looked at every few readings: it costs as much as one

@@ -62,6 +62,7 @@ from alysd.protocol import (ActorBoot, Exited, FilterHits, Go, HealthProbe, Heal
                             Preloaded, Ready, Spawn, Spawned, SpawnFailed, Subscribe)
 from alysd.restart import Action, BreakerState, ChildTrack, RestartWindow, plan_group
 from alysd.runtime_dir import DaemonLock, RuntimeDir
+from alysd.sampler import Reading
 from alysd.sd_notify import Notifier
 from alysd.state_dir import dead_letter_path, prepare_state_dir
 from alysd.zmq_bus import ErrorInfo, Kind
@@ -127,6 +128,11 @@ class Child:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def shown_health(self) -> str:
+        """Its health as reported: what it last said while running, else unknown."""
+        return self.health if self.state == State.RUNNING else health.UNKNOWN
 
     @property
     def live(self) -> bool:
@@ -954,20 +960,27 @@ class Supervisor:
         """Message counters of every incarnation of ``child`` so far."""
         return child.counted + self.table.counters(child.name) if child.live else child.counted
 
+    def _reading(self, child: Child) -> Reading | None:
+        """The latest resource reading of ``child``'s current process."""
+        return self.vitals.reading(child.name) if child.pid is not None else None
+
+    def _mailbox_depth(self, child: Child) -> int:
+        return self.table.depth(self.table.index[child.name]) if child.live else 0
+
     def _snapshot(self) -> SystemSnapshot:
         """What /metrics and /health show, built by this loop for the HTTP thread."""
         actors = []
         for child in self.children.values():
-            reading = self.vitals.reading(child.name) if child.pid is not None else None
+            reading = self._reading(child)
             counters = self._counters(child)
             actors.append(ActorSnapshot(
                 name=child.name, supervisor=child.spec.supervisor, state=child.state.value,
-                health=child.health if child.state == State.RUNNING else health.UNKNOWN,
+                health=child.shown_health,
                 health_reason=child.health_reason, pid=child.pid, incarnation=child.incarnation,
                 restarts=dict(child.restarts_by), messages=counters.handled,
                 errors=counters.errors, processing_counts=counters.histogram,
                 processing_sum=counters.seconds,
-                mailbox_depth=self.table.depth(self.table.index[child.name]) if child.live else 0,
+                mailbox_depth=self._mailbox_depth(child),
                 rss_bytes=reading.rss_bytes if reading else None,
                 cpu_seconds=child.cpu_counted + (reading.cpu_seconds if reading else 0.0)))
         return SystemSnapshot(
@@ -996,7 +1009,7 @@ class Supervisor:
         log.info("serving /metrics and /health on http://%s:%d", *self.monitoring.address[:2])
 
     def _status_of(self, child: Child) -> dict:
-        sample = self.vitals.reading(child.name) if child.pid is not None else None
+        sample = self._reading(child)
         counters = self._counters(child)
         uptime = time.monotonic() - child.ready_mono if child.ready_mono is not None else None
         return {
@@ -1008,8 +1021,8 @@ class Supervisor:
             "uptime_s": round(uptime, 3) if uptime is not None else None,
             "rss_bytes": sample.rss_bytes if sample else None,
             "cpu_percent": round(sample.cpu_percent, 1) if sample else None,
-            "mailbox_depth": self.table.depth(self.table.index[child.name]) if child.live else 0,
-            "health": child.health if child.state == State.RUNNING else "unknown",
+            "mailbox_depth": self._mailbox_depth(child),
+            "health": child.shown_health,
             "health_reason": child.health_reason,
             "last_exit": msgspec.to_builtins(child.last_exit) if child.last_exit else None,
             "reason": child.reason,

@@ -75,7 +75,7 @@ class Vitals:
     def adopt_kernel_caps(self, pids: Iterable[int]) -> None:
         """Where this host delegates a cgroup v2 to alysd, actors with limits also
         get kernel caps; elsewhere the readings alone enforce the limits."""
-        if not any(lim.memory is not None or lim.cpu is not None for lim in self.limits.values()):
+        if not any(limits.capped for limits in self.limits.values()):
             return
         caps, why_not = KernelCaps.detect()
         if caps is None:
@@ -93,15 +93,10 @@ class Vitals:
         """Start watching a new incarnation; returns its Vital."""
         limits = self.limits[name]
         base = self.system.sample_interval
-        cpu_interval = limits.cpu_interval(base)
-        if limits.memory is not None or limits.max_cpu_time is not None:
-            interval = limits.sample_interval(base)
-        else:
-            interval = cpu_interval   # None without limits: the sampler's idle interval
-        self.sampler.track(name, pid, interval=interval, cpu_interval=cpu_interval,
-                           tree=limits.memory is not None)
+        self.sampler.track(name, pid, interval=limits.reading_interval(base),
+                           cpu_interval=limits.cpu_interval(base), tree=limits.memory is not None)
         vital = Vital(watch=LimitWatch(limits, self.system.limit_breaches) if limits.any else None)
-        if self.caps is not None and (limits.memory is not None or limits.cpu is not None):
+        if self.caps is not None and limits.capped:
             memory = None if limits.memory is None else int(limits.memory * KERNEL_HEADROOM)
             cpu = None if limits.cpu is None else limits.cpu * KERNEL_HEADROOM
             try:
