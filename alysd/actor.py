@@ -28,6 +28,23 @@ Every hook may be a plain function or an ``async def``. Guarantees:
   kept crashing its handler (``max_retries`` times) is quarantined in the
   dead-letter queue instead.
 
+A reload (``alysctl reload``) changes a running actor as little as it can:
+
+* ``config_changed(new, ctx)``: an actor whose class defines it takes a new
+  ``config`` table, or new ``ctx.settings`` (the node sections it ``uses``),
+  without a restart. It runs between two messages, never during a handler
+  (nor during ``started``), with ``ctx.settings`` already the new ones and
+  ``ctx.config`` still the old one; once it returns ``ctx.config`` is
+  ``new``. If it raises, the old config and settings stay (the error is
+  reported to the reload). An actor without it is restarted to take them.
+* ``preserve_state()`` and ``restore_state(state)``: an actor restarted by a
+  reload may carry its state across. ``preserve_state()`` runs after
+  ``stopped()`` on an orderly stop, and only when the supervisor asked for it
+  (a reload restart, not a crash or a plain stop); it returns bytes, written
+  to a private file. The next incarnation calls ``restore_state(state)`` with
+  them after constructing the actor and before ``started()``; if that raises,
+  the incarnation exits as a failed start.
+
 An actor that defines ``handle_batch(messages, ctx)`` (sync or async) and has
 a ``[actors.NAME.batch]`` table receives one-way messages as lists of up to
 ``max_batch``, gathered for at most ``max_wait``; requests still go to
@@ -87,3 +104,23 @@ class Actor:
     def handle_message(self, message: Any, ctx: "Context") -> Any:
         """Handle one message; for a request the return value is the reply."""
         raise NotImplementedError(f"{type(self).__name__} does not handle messages")
+
+    # Optional hooks: the runtime calls them only on a class that defines them
+    # (see ``overrides``); these bodies document them.
+
+    def config_changed(self, new: dict, ctx: "Context") -> None:
+        """Take the new ``config`` table (and the new ``ctx.settings``) without a
+        restart; raise to refuse it and keep the old one."""
+
+    def preserve_state(self) -> bytes:
+        """The state to hand to the next incarnation, after a reload restart."""
+        return b""
+
+    def restore_state(self, state: bytes) -> None:
+        """Take the state the previous incarnation preserved, before ``started()``."""
+
+
+def overrides(actor: Actor, hook: str) -> bool:
+    """Whether ``actor``'s class defines ``hook`` itself (or inherits it from a
+    class other than ``Actor``)."""
+    return getattr(type(actor), hook, None) is not getattr(Actor, hook)

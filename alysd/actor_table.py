@@ -2,8 +2,7 @@
 
 The root creates it (an anonymous ``MAP_SHARED`` mapping) before it forks the
 zygote, so every process of the tree inherits the same pages and nothing is
-left on disk. Each slot has two halves with one writer each, so no lock is
-needed:
+left on disk. Each field of a slot has one writer, so no lock is needed:
 
 * liveness, written by the root: the current incarnation and whether it runs.
   A sender reads it to stash messages while its receiver is down and to
@@ -40,6 +39,18 @@ update old, never one torn across the fields it uses together, because the
 fields read together are written together by the same writer. The counters
 are the exception: read while being written they may mix two updates, which
 figures for status and metrics tolerate.
+
+Slots for actors added later (a reload): a mapping shared across fork cannot
+grow, so the table is created with ``spare`` slots beyond the configured
+actors. The root hands them out with ``add`` (``TableFull`` once they are all
+used), and tells every process the new names' slots, which each records with
+``adopt`` (the name-to-slot index is per process; the slots themselves are the
+shared memory). A slot is never reused for another actor within the daemon's
+life, even after its actor was removed: a process that has not yet heard of
+the removal (a sender with messages in flight, the root reading a dead
+incarnation's activity or crash count) may still read it under the old name,
+and must then see that actor's last state, never another actor's liveness,
+depth or poison-message count.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from alysd.errors import AlysdError
 from alysd.zmq_bus import CTL_IDENTITY
 
 SLOT = 192
@@ -96,16 +108,55 @@ class Counters:
                         tuple(a + b for a, b in zip(self.histogram, other.histogram)))
 
 
-class ActorTable:
-    """Fixed-size shared slots, indexed by the actors' position in the configuration."""
+class TableFull(AlysdError):
+    """Every slot of the actor table was used: no more actors can be added
+    until alysd restarts."""
 
-    def __init__(self, names: list[str]):
-        self.names = list(names)
-        self.index = {name: i for i, name in enumerate(self.names)}
-        self._mem = mmap.mmap(-1, max(1, len(self.names)) * SLOT,
+    def __init__(self, name: str, capacity: int):
+        self.name = name
+        self.capacity = capacity
+        super().__init__(f"cannot add actor {name!r}: all {capacity} slots of the actor table "
+                         "were used (slots of removed actors are not reused); restart alysd "
+                         "to add more")
+
+
+class ActorTable:
+    """Fixed-size shared slots: the configured actors in configuration order,
+    then ``spare`` slots for actors added later."""
+
+    def __init__(self, names: list[str], spare: int = 0):
+        self.names: list[str] = []              # slot -> actor name ("" if unused here)
+        self.index: dict[str, int] = {}         # actor name -> slot
+        self.capacity = len(names) + spare
+        self._next = 0                          # the next slot never handed out
+        self._mem = mmap.mmap(-1, max(1, self.capacity) * SLOT,
                               flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self.adopt({name: slot for slot, name in enumerate(names)})
+
+    def adopt(self, slots: dict[str, int]) -> None:
+        """Record the slots of actors added elsewhere (by the root): in every
+        process that will look at them. Adopting the same slots again changes
+        nothing."""
+        for name, slot in slots.items():
+            if not 0 <= slot < self.capacity:
+                raise ValueError(f"slot {slot} of actor {name!r} is outside the actor table "
+                                 f"(capacity {self.capacity})")
+            if slot >= len(self.names):
+                self.names.extend([""] * (slot + 1 - len(self.names)))
+            self.names[slot] = name
+            self.index[name] = slot
+            self._next = max(self._next, slot + 1)
 
     # --- the root's side ----------------------------------------------------------
+
+    def add(self, name: str) -> int:
+        """A slot for an actor added at run time: one never used before, so it
+        reads as never started. Raises ``TableFull`` when none is left."""
+        if self._next >= self.capacity:
+            raise TableFull(name, self.capacity)
+        slot = self._next
+        self.adopt({name: slot})
+        return slot
 
     def set_running(self, name: str, incarnation: int) -> None:
         _LIVENESS.pack_into(self._mem, self.index[name] * SLOT, incarnation, RUNNING)
@@ -139,7 +190,7 @@ class ActorTable:
             return None
         if sender == CTL_SENDER:
             who = "alysctl"
-        elif sender < len(self.names):
+        elif sender < len(self.names) and self.names[sender]:
             who = self.names[sender]
         else:
             who = "?"

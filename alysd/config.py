@@ -1,10 +1,14 @@
 """Configuration of an alysd system: the specs, and the loader that builds them.
 
 A config file (TOML) declares a supervision tree: ``[supervisors.NAME]`` tables
-linked by ``parent``, ``[actors.NAME]`` tables linked by ``supervisor``, and an
-optional ``[system]`` table of runtime-wide defaults. ``load_config`` turns it
-into a frozen :class:`Config` or raises one :class:`ConfigError` listing every
-problem found, each located by its dotted key path.
+linked by ``parent``, ``[actors.NAME]`` tables linked by ``supervisor``, and
+optional tables: ``[system]`` (runtime-wide defaults), ``[monitoring]``,
+``[logging]`` and the node's sections (``alysd.node_sections``), plus the
+top-level ``environment``. ``load_config`` turns it into a frozen
+:class:`Config` or raises one :class:`ConfigError` listing every problem
+found, each located by its dotted key path (``KEY[i]`` for an array's item).
+Layering environment variables and flags on top is ``alysd.config_layers``;
+``config_document`` is the way back, from a Config to the file's terms.
 
 Choices that are not obvious from the code:
 
@@ -27,6 +31,11 @@ Choices that are not obvious from the code:
   headers; entries written without their own header (inline tables, dotted
   keys) and configs given as dicts fall back to supervisors before actors,
   each in dict order.
+* Two keys are aliases of others: ``system.log_level`` of ``logging.level``
+  and ``max_mailbox_size`` of ``mailbox.capacity``. Both spellings in one
+  file must agree; the Specs hold the canonical key only.
+* The environment's rules run last, on the built Config, so they judge what
+  will actually run.
 * The module is pure: besides reading the config file it only imports actor
   classes, and only when asked to (no zmq, no psutil, no process code).
 """
@@ -35,19 +44,23 @@ from __future__ import annotations
 
 import enum
 import importlib
-import json
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
+from alysd.config_checks import (REFUSED, ItemIssues, Schema, array, boolean, choice, duration,
+                                 enum_of, integer, key_path, listen, number, show, size, spell,
+                                 spelled_as, string, table)
 from alysd.errors import ConfigError, ConfigIssue
+from alysd.node_sections import (LOG_LEVELS, NODE_SECTIONS, SECTIONS, BridgeSpec, ChainSpec,
+                                 Environment, GovernanceSpec, LoggingSpec, NetworkSpec,
+                                 StorageSpec, SyncSpec, check_sections, environment_rules)
 from alysd.runtime_dir import MAX_NAME
-from alysd.units import DURATION_FORM, SIZE_FORM, format_duration, parse_duration, parse_size
+from alysd.units import format_duration
 
 MiB = 1 << 20
 
@@ -56,8 +69,6 @@ NAME_PATTERN = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_NAME - 1}}}")
 
 MAX_INSTANCES = 256
 """Most members a pool (an actor with ``instances`` > 1) may have."""
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class Strategy(enum.Enum):
@@ -121,6 +132,11 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     ``delivery_timeout`` is how long a message waits for a receiver that is
     not running before it is dead-lettered as timed out; at most
     ``dead_letter_capacity`` dead letters are kept.
+
+    ``reload_timeout`` is how long a configuration reload may take before it
+    is abandoned; ``watch_config`` reloads when the config file changes. The
+    log level is ``Config.logging.level`` (``log_level`` here is only accepted
+    as its TOML alias).
     """
 
     runtime_dir: str | None = None
@@ -129,13 +145,14 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     start_timeout: float = 10.0
     shutdown_timeout: float = 5.0
     max_message_bytes: int = 16 * MiB
-    log_level: str = "info"
     dead_letter_capacity: int = 10000
     delivery_timeout: float = 30.0
     sample_interval: float = 1.0
     limit_breaches: int = 2
     health_interval: float = 5.0
     health_timeout: float = 3.0
+    reload_timeout: float = 30.0
+    watch_config: bool = False
 
 
 class MonitoringSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -203,6 +220,9 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     ``config`` is the actor's free-form ``[actors.NAME.config]`` table;
     ``batch`` is None when the actor has no ``[actors.NAME.batch]`` table.
+    ``uses`` names the node sections the actor reads; the loader sets
+    ``settings`` to {section: ``settings_of(section)``} for each of them (so
+    a change of a used section is a change of this spec). It is not a TOML key.
     ``pool`` is set by the loader only, on the members of a pool (which carry
     the pool's ``instances`` and ``routing``); it is None otherwise.
     """
@@ -226,7 +246,9 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     routing: PoolRouting = PoolRouting.ROUND_ROBIN
     pool: str | None = None
     subscribe: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
     config: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -242,12 +264,24 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     its members ``NAME.0`` .. ``NAME.<n-1>`` are, in index order, where it
     would have been (likewise in ``start_order``), each with ``pool`` = NAME.
     ``pools`` maps each pool's name to its members' names in that order.
+
+    The node sections (``chain`` .. ``sync``) and ``logging`` always hold
+    every key (defaults filled in); ``environment``'s rules were applied:
+    its refusals raised, its warnings are in ``warnings``.
     """
 
+    environment: Environment = Environment.DEVELOPMENT
     system: SystemSpec
     supervisors: dict[str, SupervisorSpec]
     monitoring: MonitoringSpec = MonitoringSpec()
     actors: dict[str, ActorSpec]
+    chain: ChainSpec = ChainSpec()
+    network: NetworkSpec = NetworkSpec()
+    bridge: BridgeSpec = BridgeSpec()
+    storage: StorageSpec = StorageSpec()
+    governance: GovernanceSpec = GovernanceSpec()
+    sync: SyncSpec = SyncSpec()
+    logging: LoggingSpec = LoggingSpec()
     root: str
     start_order: tuple[tuple[str, str], ...]
     source: str | None = None
@@ -301,240 +335,147 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         return self.supervisors[name].parent
 
 
-# --- key checkers: each returns the decoded value or raises ValueError(message)
+# --- key checkers (the generic ones are in alysd.config_checks)
 
-Checker = Callable[[Any], Any]
-
-
-def _show(value: Any) -> str:
-    """The found value as an operator reads it in TOML terms."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    text = repr(value) if isinstance(value, (str, int, float)) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _string(what: str) -> Checker:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"expected {what}, got {_show(value)}")
-        return value
-    return check
-
-
-def _choice(options: Iterable[str], make: Callable[[str], Any] = str) -> Checker:
-    options = tuple(options)
-
-    def check(value: Any) -> Any:
-        if not isinstance(value, str) or value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}; got {_show(value)}")
-        return make(value)
-    return check
-
-
-def _enum(cls: type[enum.Enum]) -> Checker:
-    return _choice((member.value for member in cls), cls)
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Checker:
-    what = (f"an integer >= {minimum}" if maximum is None
-            else f"an integer from {minimum} to {maximum}")
-
-    def check(value: Any) -> int:
-        # bool is an int in Python but not in TOML
-        if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
-                or (maximum is not None and value > maximum)):
-            raise ValueError(f"expected {what}, got {_show(value)}")
-        return value
-    return check
-
-
-def _number(bound: float, inclusive: bool) -> Checker:
-    relation = ">=" if inclusive else ">"
-
-    def check(value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        try:
-            number = float(value) if ok else math.nan
-        except OverflowError:  # an int beyond float range
-            number = math.inf
-        if not (math.isfinite(number) and (number >= bound if inclusive else number > bound)):
-            raise ValueError(f"expected a number {relation} {bound:g}, got {_show(value)}")
-        return number
-    return check
-
-
-def _positive(parse: Callable[[str], Any], form: str, what: str) -> Checker:
-    def check(value: Any) -> Any:
-        if not isinstance(value, str):  # checked here to show the value in TOML terms
-            raise ValueError(f"expected {form}, got {_show(value)}")
-        amount = parse(value)
-        if amount <= 0:
-            raise ValueError(f"expected {what} > 0, got {_show(value)}")
-        return amount
-    return check
-
-
-_duration = _positive(parse_duration, DURATION_FORM, "a duration")
-_size = _positive(parse_size, SIZE_FORM, "a size")
-
-
+@spelled_as(lambda seconds: "brutal_kill" if seconds is None else spell(duration, seconds))
 def _shutdown_timeout(value: Any) -> float | None:
     if value == "brutal_kill":
         return None
     try:
-        return _duration(value)
+        return duration(value)
     except ValueError as e:
         raise ValueError('expected "brutal_kill" or ' + str(e).removeprefix("expected ")) from None
 
 
 def _event_types(value: Any) -> tuple[str, ...]:
     if not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
-        raise ValueError(f"expected an array of event type names, got {_show(value)}")
+        raise ValueError(f"expected an array of event type names, got {show(value)}")
     return tuple(dict.fromkeys(value))
+
+
+_section_names = array(choice(NODE_SECTIONS), "section names")
+
+
+def _uses(value: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_section_names(value)))
 
 
 def _class_path(value: Any) -> str:
     module, colon, name = value.partition(":") if isinstance(value, str) else ("", "", "")
     if not (colon and name.isidentifier() and all(p.isidentifier() for p in module.split("."))):
-        raise ValueError(f'expected "module.path:ClassName", got {_show(value)}')
+        raise ValueError(f'expected "module.path:ClassName", got {show(value)}')
     return value
 
 
-def _listen(value: Any) -> tuple[str, int]:
-    """ "host:port" (IPv6 as "[::1]:port"); port 0 picks a free port."""
-    text = value if isinstance(value, str) else ""
-    host, colon, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not (colon and host and port.isdigit() and int(port) <= 65535):
-        raise ValueError(f'expected "host:port" such as "127.0.0.1:9615", got {_show(value)}')
-    return host, int(port)
-
-
-def _table(value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a table, got {_show(value)}")
-    return value
-
-
-# A schema maps each allowed key to its checker, or to a nested schema for a
-# sub-table. Defaults are not repeated here: absent keys take the spec's default.
-Schema = dict[str, "Checker | Schema"]
-
+# Defaults are not repeated in schemas: absent keys take the spec's default.
 _SYSTEM: Schema = {
-    "runtime_dir": _string("a directory path"),
-    "state_dir": _string("a directory path"),
-    "heartbeat_interval": _duration,
-    "start_timeout": _duration,
-    "shutdown_timeout": _duration,
-    "max_message_bytes": _size,
-    "log_level": _choice(LOG_LEVELS),
-    "dead_letter_capacity": _integer(1),
-    "delivery_timeout": _duration,
-    "sample_interval": _duration,
-    "limit_breaches": _integer(1),
-    "health_interval": _duration,
-    "health_timeout": _duration,
+    "runtime_dir": string("a directory path"),
+    "state_dir": string("a directory path"),
+    "heartbeat_interval": duration,
+    "start_timeout": duration,
+    "shutdown_timeout": duration,
+    "max_message_bytes": size,
+    "log_level": choice(LOG_LEVELS),  # the alias of [logging] level
+    "dead_letter_capacity": integer(1),
+    "delivery_timeout": duration,
+    "sample_interval": duration,
+    "limit_breaches": integer(1),
+    "health_interval": duration,
+    "health_timeout": duration,
+    "reload_timeout": duration,
+    "watch_config": boolean,
 }
 _MONITORING: Schema = {
-    "listen": _listen,
+    "listen": listen,
 }
 _SUPERVISOR: Schema = {
-    "parent": _string("a supervisor name"),
-    "strategy": _enum(Strategy),
-    "max_retries": _integer(0),
-    "within_time": _duration,
+    "parent": string("a supervisor name"),
+    "strategy": enum_of(Strategy),
+    "max_retries": integer(0),
+    "within_time": duration,
 }
 _BACKOFF: Schema = {
-    "initial_delay": _duration,
-    "max_delay": _duration,
-    "multiplier": _number(1, inclusive=True),
-    "max_retries": _integer(0),
-    "reset_after": _duration,
+    "initial_delay": duration,
+    "max_delay": duration,
+    "multiplier": number(1, inclusive=True),
+    "max_retries": integer(0),
+    "reset_after": duration,
 }
 _BREAKER: Schema = {
-    "failure_threshold": _integer(1),
-    "recovery_timeout": _duration,
-    "success_threshold": _integer(1),
+    "failure_threshold": integer(1),
+    "recovery_timeout": duration,
+    "success_threshold": integer(1),
 }
 _MAILBOX: Schema = {
-    "capacity": _integer(1),
-    "backpressure": _enum(Backpressure),
-    "delivery": _enum(Delivery),
-    "max_retries": _integer(0),
+    "capacity": integer(1),
+    "backpressure": enum_of(Backpressure),
+    "delivery": enum_of(Delivery),
+    "max_retries": integer(0),
 }
 _BATCH: Schema = {
-    "max_batch": _integer(1),
-    "max_wait": _duration,
+    "max_batch": integer(1),
+    "max_wait": duration,
 }
 _ACTOR: Schema = {
-    "supervisor": _string("a supervisor name"),
+    "supervisor": string("a supervisor name"),
     "class": _class_path,
-    "strategy": _enum(ChildPolicy),
-    "restart": _enum(Restart),
-    "memory_limit": _size,
-    "cpu_limit": _number(0, inclusive=False),
-    "cpu_window": _duration,
-    "max_cpu_time": _duration,
-    "max_mailbox_size": _integer(1),
-    "start_timeout": _duration,
+    "strategy": enum_of(ChildPolicy),
+    "restart": enum_of(Restart),
+    "memory_limit": size,
+    "cpu_limit": number(0, inclusive=False),
+    "cpu_window": duration,
+    "max_cpu_time": duration,
+    "max_mailbox_size": integer(1),  # the alias of mailbox.capacity
+    "start_timeout": duration,
     "shutdown_timeout": _shutdown_timeout,
     **_BACKOFF,
     **_BREAKER,
     "mailbox": _MAILBOX,
     "batch": _BATCH,
-    "instances": _integer(1, MAX_INSTANCES),
-    "routing": _enum(PoolRouting),
+    "instances": integer(1, MAX_INSTANCES),
+    "routing": enum_of(PoolRouting),
     "subscribe": _event_types,
-    "config": _table,
+    "uses": _uses,
+    "config": table,
 }
 _ACTOR_REQUIRED = ("supervisor", "class")
-_SECTIONS = ("system", "monitoring", "supervisors", "actors")
+_TABLES: dict[str, Schema] = {"system": _SYSTEM, "monitoring": _MONITORING,
+                              **{name: schema for name, (schema, _) in SECTIONS.items()}}
+"""Top-level tables other than supervisors and actors."""
+_ENVIRONMENT = enum_of(Environment)
+_TOP_KEYS = ("environment", *_TABLES, "supervisors", "actors")
 _DEFAULT_BACKOFF = BackoffSpec()
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-# Stands for a key that was present but refused (and already reported).
-_REFUSED: Any = object()
-
-
-def _key(*parts: Any) -> str:
-    """Dotted key path; parts that are not TOML bare keys are quoted."""
-    return ".".join(p if isinstance(p, str) and _BARE_KEY.fullmatch(p)
-                    else json.dumps(str(p), ensure_ascii=False) for p in parts)
 
 
 def _read(value: Any, schema: Schema, path: str, issues: list[ConfigIssue]) -> dict | None:
     """Check a table against ``schema``; return its accepted keys' decoded values.
 
-    Refused keys are reported and map to ``_REFUSED``, so later checks can
+    Refused keys are reported and map to ``REFUSED``, so later checks can
     tell "refused" from "absent"; unknown keys are reported and left out.
     Returns None (reported) when ``value`` is not a table at all.
     """
     if not isinstance(value, dict):
-        issues.append(ConfigIssue(path, f"expected a table, got {_show(value)}"))
+        issues.append(ConfigIssue(path, f"expected a table, got {show(value)}"))
         return None
     accepted: dict[str, Any] = {}
     for key, item in value.items():
-        where = f"{path}.{_key(key)}"
+        where = f"{path}.{key_path(key)}"
         rule = schema.get(key) if isinstance(key, str) else None
         if rule is None:
             issues.append(ConfigIssue(where, "unknown key"))
         elif isinstance(rule, dict):
             sub = _read(item, rule, where, issues)
-            accepted[key] = _REFUSED if sub is None else sub
+            accepted[key] = REFUSED if sub is None else sub
         else:
             try:
                 accepted[key] = rule(item)
+            except ItemIssues as e:
+                issues.extend(ConfigIssue(f"{where}[{index}]", message)
+                              for index, message in e.items)
+                accepted[key] = REFUSED
             except ValueError as e:
                 issues.append(ConfigIssue(where, str(e)))
-                accepted[key] = _REFUSED
+                accepted[key] = REFUSED
     return accepted
 
 
@@ -544,13 +485,13 @@ def _read_entries(data: dict, section: str, schema: Schema,
     the entry is not a table). None when the section itself is not a table."""
     table = data.get(section, {})
     if not isinstance(table, dict):
-        issues.append(ConfigIssue(section, f"expected a table of {section}, got {_show(table)}"))
+        issues.append(ConfigIssue(section, f"expected a table of {section}, got {show(table)}"))
         return None
     entries = {}
     for name, entry in table.items():
-        path = _key(section, name)
+        path = key_path(section, name)
         if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
-            issues.append(ConfigIssue(path, f"invalid name {_show(name)}: expected a lowercase "
+            issues.append(ConfigIssue(path, f"invalid name {show(name)}: expected a lowercase "
                                       f"letter followed by at most {MAX_NAME - 1} lowercase "
                                       "letters, digits, '_' or '-'"))
         entries[name] = _read(entry, schema, path, issues)
@@ -564,13 +505,13 @@ def _member_name(pool: str, index: int) -> str:
 def _check_actor(name: Any, values: dict, issues: list[ConfigIssue]) -> None:
     """Actor checks beyond single keys: required keys, pool member names that
     fit in MAX_NAME, max_delay >= initial_delay."""
-    path = _key("actors", name)
+    path = key_path("actors", name)
     for key in _ACTOR_REQUIRED:
         if key not in values:
             issues.append(ConfigIssue(f"{path}.{key}", "required key missing"))
     instances = values.get("instances", 1)
     # An invalid name is reported already; a member name is only checked on a valid one.
-    if (instances is not _REFUSED and instances > 1 and isinstance(name, str)
+    if (instances is not REFUSED and instances > 1 and isinstance(name, str)
             and NAME_PATTERN.fullmatch(name)):
         last = _member_name(name, instances - 1)
         if len(last) > MAX_NAME:
@@ -579,14 +520,14 @@ def _check_actor(name: Any, values: dict, issues: list[ConfigIssue]) -> None:
             issues.append(ConfigIssue(f"{path}.instances", f"expected at most {fits} for this "
                                       f"name: member names must fit in {MAX_NAME} characters, "
                                       f"{last!r} has {len(last)}; got {instances}"))
-    size, mailbox = values.get("max_mailbox_size"), values.get("mailbox")
+    alias, mailbox = values.get("max_mailbox_size"), values.get("mailbox")
     capacity = mailbox.get("capacity") if isinstance(mailbox, dict) else None
-    if None not in (size, capacity) and _REFUSED not in (size, capacity) and size != capacity:
+    if None not in (alias, capacity) and REFUSED not in (alias, capacity) and alias != capacity:
         issues.append(ConfigIssue(f"{path}.max_mailbox_size", "conflicts with mailbox.capacity "
-                                  f"({capacity}): give one of them, got {size}"))
+                                  f"({capacity}): give one of them, got {alias}"))
     initial = values.get("initial_delay", _DEFAULT_BACKOFF.initial_delay)
     maximum = values.get("max_delay", _DEFAULT_BACKOFF.max_delay)
-    if _REFUSED in (initial, maximum) or maximum >= initial:
+    if REFUSED in (initial, maximum) or maximum >= initial:
         return
     if "max_delay" in values:
         issues.append(ConfigIssue(f"{path}.max_delay", "expected a duration >= initial_delay "
@@ -624,20 +565,20 @@ def _check_tree(supervisors: dict[Any, dict | None], actors: dict[Any, dict | No
     """Unique names, resolvable references, exactly one root, no parent cycle."""
     for name in actors:
         if name in supervisors:
-            issues.append(ConfigIssue(_key("actors", name),
+            issues.append(ConfigIssue(key_path("actors", name),
                                       f"name already used by supervisor {name}"))
     # Supervisors whose parent was refused are left out: their place in the
     # tree is unknown, and guessing would report the same mistake again.
     parents = {name: values.get("parent") for name, values in supervisors.items()
-               if values is not None and values.get("parent") is not _REFUSED}
+               if values is not None and values.get("parent") is not REFUSED}
     for name, parent in parents.items():
         if parent is not None and parent not in supervisors:
-            issues.append(ConfigIssue(_key("supervisors", name, "parent"),
+            issues.append(ConfigIssue(key_path("supervisors", name, "parent"),
                                       _no_supervisor(parent, actors)))
     for name, values in actors.items():
         supervisor = values.get("supervisor") if values else None
         if isinstance(supervisor, str) and supervisor not in supervisors:
-            issues.append(ConfigIssue(_key("actors", name, "supervisor"),
+            issues.append(ConfigIssue(key_path("actors", name, "supervisor"),
                                       _no_supervisor(supervisor, actors)))
     if not supervisors:
         issues.append(ConfigIssue("supervisors", "at least one supervisor is required"))
@@ -651,11 +592,19 @@ def _check_tree(supervisors: dict[Any, dict | None], actors: dict[Any, dict | No
         issues.append(ConfigIssue("supervisors", "no root supervisor: exactly one supervisor "
                                   "must have no parent"))
     for cycle in _cycles(parents):
-        issues.append(ConfigIssue(_key("supervisors", cycle[0], "parent"),
+        issues.append(ConfigIssue(key_path("supervisors", cycle[0], "parent"),
                                   "parent cycle: " + " -> ".join(map(str, cycle + cycle[:1]))))
 
 
-def _actor_spec(name: str, values: dict, system: SystemSpec) -> ActorSpec:
+def settings_of(section: msgspec.Struct) -> dict[str, Any]:
+    """A node section as an actor sees it in ``ctx.settings``: plain data
+    (dicts, lists, str, int, float, bool, None), as it arrives in the actor's
+    process whatever the encoding."""
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(section))
+
+
+def _actor_spec(name: str, values: dict, system: SystemSpec,
+                sections: dict[str, msgspec.Struct]) -> ActorSpec:
     values = dict(values)
 
     def take(schema: Schema) -> dict:
@@ -676,8 +625,9 @@ def _actor_spec(name: str, values: dict, system: SystemSpec) -> ActorSpec:
         batch=None if batch is None else BatchSpec(**batch),
         start_timeout=values.pop("start_timeout", system.start_timeout),
         shutdown_timeout=values.pop("shutdown_timeout", system.shutdown_timeout),
+        settings={section: settings_of(sections[section]) for section in values.get("uses", ())},
         **values,  # strategy, restart, memory_limit, cpu_limit, instances, routing,
-                   # subscribe, config
+                   # subscribe, uses, config
     )
 
 
@@ -689,7 +639,7 @@ def _actor_warnings(actor: ActorSpec, given: Iterable[str],
                     supervisor: SupervisorSpec) -> list[str]:
     """Non-fatal findings: ignored policy keys, routing without a pool, an
     unreachable intensity window."""
-    where = _key("actors", actor.name)
+    where = key_path("actors", actor.name)
     found = []
     for policy, schema in _POLICY_KEYS.items():
         unused = [key for key in given if key in schema]
@@ -763,15 +713,32 @@ def _expand_pools(order: list[tuple[str, str]], actors: dict[str, ActorSpec]
     return expanded, pools
 
 
+def _check_log_level(system: dict, logging: dict, issues: list[ConfigIssue]) -> None:
+    """``system.log_level`` is the alias of ``logging.level``: both may be given
+    only with the same value."""
+    alias, level = system.get("log_level"), logging.get("level")
+    if None not in (alias, level) and REFUSED not in (alias, level) and alias != level:
+        issues.append(ConfigIssue("system.log_level", f"conflicts with logging.level ({level!r}): "
+                                  f"give one of them, got {alias!r}"))
+
+
 def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int]) -> Config:
     if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue("", f"expected a table, got {_show(data)}")], source)
+        raise ConfigError([ConfigIssue("", f"expected a table, got {show(data)}")], source)
     issues: list[ConfigIssue] = []
     for key in data:
-        if key not in _SECTIONS:
-            issues.append(ConfigIssue(_key(key), "unknown key"))
-    system_values = _read(data.get("system", {}), _SYSTEM, "system", issues) or {}
-    monitoring_values = _read(data.get("monitoring", {}), _MONITORING, "monitoring", issues) or {}
+        if key not in _TOP_KEYS:
+            issues.append(ConfigIssue(key_path(key), "unknown key"))
+    environment = Environment.DEVELOPMENT
+    if "environment" in data:
+        try:
+            environment = _ENVIRONMENT(data["environment"])
+        except ValueError as e:
+            issues.append(ConfigIssue("environment", str(e)))
+    tables = {name: _read(data.get(name, {}), schema, name, issues) or {}
+              for name, schema in _TABLES.items()}
+    _check_log_level(tables["system"], tables["logging"], issues)
+    check_sections(tables, issues)
     supervisor_values = _read_entries(data, "supervisors", _SUPERVISOR, issues)
     actor_values = _read_entries(data, "actors", _ACTOR, issues) or {}
     for name, values in actor_values.items():
@@ -783,20 +750,25 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
         raise ConfigError(issues, source)
 
     # From here on every value was accepted and the tree is sound.
+    system_values = dict(tables["system"])
+    if "log_level" in system_values:
+        tables["logging"] = {"level": system_values.pop("log_level")}
     system = SystemSpec(**system_values)
-    monitoring = MonitoringSpec(**monitoring_values)
+    sections = {name: struct(**tables[name]) for name, (_, struct) in SECTIONS.items()}
     supervisors = {name: SupervisorSpec(name=name, **values)
                    for name, values in supervisor_values.items()}
-    actors = {name: _actor_spec(name, values, system) for name, values in actor_values.items()}
+    actors = {name: _actor_spec(name, values, system, sections)
+              for name, values in actor_values.items()}
     root = next(name for name, spec in supervisors.items() if spec.parent is None)
     order = _start_order(supervisors, actors, root, positions)
     warnings = [warning for name, actor in actors.items()
                 for warning in _actor_warnings(actor, actor_values[name],
                                                supervisors[actor.supervisor])]
     order, pools = _expand_pools(order, actors)
-    return Config(
+    config = Config(
+        environment=environment,
         system=system,
-        monitoring=monitoring,
+        monitoring=MonitoringSpec(**tables["monitoring"]),
         supervisors={name: supervisors[name] for kind, name in order if kind == "supervisor"},
         actors={name: actors[name] for kind, name in order if kind == "actor"},
         root=root,
@@ -804,46 +776,117 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
         source=source,
         warnings=tuple(warnings),
         pools=pools,
+        **sections,
     )
+    refused, warned = environment_rules(config)
+    if refused:
+        raise ConfigError(refused, source)
+    return msgspec.structs.replace(config, warnings=config.warnings + tuple(map(str, warned)))
 
 
-def config_from_dict(data: dict, source: str | None = None) -> Config:
+def config_from_dict(data: dict, source: str | None = None, text: str | None = None) -> Config:
     """Validate already-parsed TOML data; raises ConfigError listing every issue.
 
-    Without the text, siblings start supervisors first, then actors, each in
-    dict order.
+    ``text`` is the TOML text the entries of ``data`` were read from, for
+    their start order; without it, siblings start supervisors first, then
+    actors, each in dict order.
     """
-    return _build(data, source, {})
+    return _build(data, source, {} if text is None else _header_positions(text))
 
 
-def parse_config(text: str, source: str | None = None) -> Config:
-    """Parse and validate TOML text; raises ConfigError listing every issue."""
+def parse_toml(text: str, source: str | None = None) -> dict[str, Any]:
+    """The TOML document in ``text``; a ConfigError (without key path) if it is not one."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except (ValueError, RecursionError) as e:
         # ValueError covers TOMLDecodeError and integers too long to convert;
         # RecursionError comes from deeply nested arrays or inline tables.
         why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise ConfigError([ConfigIssue("", f"not valid TOML: {why}")], source) from None
-    return _build(data, source, _header_positions(text))
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read, parse and validate the file at ``path``.
+def parse_config(text: str, source: str | None = None) -> Config:
+    """Parse and validate TOML text; raises ConfigError listing every issue."""
+    return config_from_dict(parse_toml(text, source), source, text)
 
-    Every failure, including an unreadable or non-UTF-8 file, is a
-    ConfigError whose ``source`` is ``path``.
-    """
+
+def read_config_file(path: str | os.PathLike) -> str:
+    """The text of the file at ``path``; an unreadable or non-UTF-8 file is a
+    ConfigError whose ``source`` is ``path``."""
     source = os.fsdecode(path)
     try:
         with open(path, "rb") as file:
-            text = file.read().decode("utf-8")
+            return file.read().decode("utf-8")
     except OSError as e:
         raise ConfigError([ConfigIssue("", f"cannot read the file: {e.strerror or e}")],
                           source) from None
     except UnicodeDecodeError as e:
         raise ConfigError([ConfigIssue("", f"not UTF-8 text: {e}")], source) from None
-    return parse_config(text, source)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read, parse and validate the file at ``path`` (no other layer: see
+    ``alysd.config_layers`` for environment variables and flags).
+
+    Every failure, including an unreadable or non-UTF-8 file, is a
+    ConfigError whose ``source`` is ``path``.
+    """
+    return parse_config(read_config_file(path), os.fsdecode(path))
+
+
+def _document_of(spec: msgspec.Struct, schema: Schema) -> dict[str, Any]:
+    """The keys of ``schema`` that ``spec`` holds (aliases have no field), as
+    the config spells them; None (unset) is left out, as TOML has no null."""
+    document = {}
+    for key, rule in schema.items():
+        value = getattr(spec, key, None)
+        if value is not None and not isinstance(rule, dict):
+            document[key] = spell(rule, value)
+    return document
+
+
+def _actor_document(spec: ActorSpec) -> dict[str, Any]:
+    """An actor's effective keys; of the policy keys only its policy's, and
+    ``routing`` only for a pool (elsewhere they are ignored, with a warning)."""
+    policy = _POLICY_KEYS.get(spec.strategy, {})
+    document: dict[str, Any] = {"supervisor": spec.supervisor, "class": spec.class_path}
+    for key, rule in _ACTOR.items():
+        if (key in document or key in ("max_mailbox_size", "config")
+                or (key == "routing" and spec.instances == 1)):  # routing is for pools
+            continue
+        if key in _BACKOFF or key in _BREAKER:
+            if key in policy:
+                document[key] = spell(rule, getattr(spec.backoff if key in _BACKOFF
+                                                    else spec.breaker, key))
+            continue
+        value = getattr(spec, key)
+        if isinstance(rule, dict):
+            if value is not None:
+                document[key] = _document_of(value, rule)
+        elif value is not None or key == "shutdown_timeout":  # None there is brutal_kill
+            document[key] = spell(rule, value)
+    document["config"] = spec.config
+    return document
+
+
+def config_document(config: Config) -> dict[str, Any]:
+    """The effective configuration in the config file's own terms: every key
+    with its value after defaults (durations and sizes as strings with units,
+    addresses as "host:port"), a pool once under its configured name. Keys
+    that are unset (None) or aliases are absent; so are the keys an actor
+    would ignore. Loading it gives ``config`` again (its source aside)."""
+    document: dict[str, Any] = {"environment": config.environment.value}
+    for name, schema in _TABLES.items():
+        document[name] = _document_of(getattr(config, name), schema)
+    document["supervisors"] = {name: _document_of(spec, _SUPERVISOR)
+                               for name, spec in config.supervisors.items()}
+    actors: dict[str, Any] = {}
+    for name, spec in config.actors.items():
+        configured = spec.pool or name
+        if configured not in actors:
+            actors[configured] = _actor_document(spec)
+    document["actors"] = actors
+    return document
 
 
 def import_actor_class(class_path: str) -> type:
@@ -884,6 +927,6 @@ def check_imports(config: Config) -> list[ConfigIssue]:
         try:
             import_actor_class(class_path)
         except Exception as e:  # importing runs arbitrary module code
-            issues.append(ConfigIssue(_key("actors", name, "class"),
+            issues.append(ConfigIssue(key_path("actors", name, "class"),
                                       f"cannot load {class_path}: {type(e).__name__}: {e}"))
     return issues

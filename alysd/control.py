@@ -52,6 +52,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("reset", True, "args {name} -> close an open circuit breaker, forget backoff, and "
             "start the actor; answers once it is ready"),
     Command("send", True, "args {name, payload, timeout} -> the actor's reply to a request"),
+    Command("reload", True, "args {dry_run: bool} -> load the configuration again and apply what "
+            "changed: {outcome: applied|unchanged|dry_run, added, removed, restarted: {actor: "
+            "[keys]}, updated_live: {actor: [keys]}, supervisors, system, sections, seconds}; "
+            "answers once the affected actors are healthy; CommandError when the new config is "
+            "refused (nothing changed) or failed and was rolled back"),
     Command("version", False, "args {} -> versions of alysd and its libraries, daemon pid"),
     Command("dead_letters", False, "args {limit: int|None} -> {letters: [dead_letters.describe() "
             "of each, newest first], count, evicted, by_reason: {reason: total ever put}}"),

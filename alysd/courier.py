@@ -29,6 +29,12 @@ out yet) has its next incarnation send it again, and what is still undelivered
 when alysd stops is dead-lettered. Requests are not journaled: a request lives
 as long as its requester waits. The ``at_most_once`` delivery mode skips all of
 the above for receivers that prefer throughput.
+
+A reload changes the directory under a running courier (``use_directory``):
+an added actor can be sent to at once; a changed receiver's capacity and
+policy apply from the next send; what is held for a removed actor (stashed
+while it was down, or awaiting its receipt) is dead-lettered as
+``unknown_actor``, and sending to its name raises ``UnknownActor`` from then on.
 """
 
 from __future__ import annotations
@@ -92,7 +98,9 @@ class Courier:
         self.zctx = zctx
         self.rundir = rundir
         self.directory = directory
+        # event type -> subscribers: the configured ones, then those of run time
         self.subscribers: dict[str, tuple[str, ...]] = dict(directory.subscribers)
+        self._run_time: dict[str, tuple[str, ...]] = {}
         self.table = table
         self.max_bytes = max_bytes
         self.sink = sink
@@ -142,15 +150,72 @@ class Courier:
         if box is None:
             sock = zmq_bus.connect_dealer(self.zctx, self.rundir.inbox(target), self.name)
             peer = self.directory.peers[target]
-            # A receiver that refuses when full must not make its senders wait on
-            # ZeroMQ's own high-water mark either.
-            sock.setsockopt(zmq.SNDTIMEO, 0 if peer.backpressure is Backpressure.FAIL
-                            else int(SEND_TIMEOUT * 1000))
-            # The receiver's capacity, not ZeroMQ's default of 1000, bounds what
-            # this sender has in flight (it keeps a copy of each until receipted).
-            sock.setsockopt(zmq.SNDHWM, peer.capacity + DRAIN_EVERY)
+            _fit(sock, peer)
             box = self.outboxes[target] = Outbox(target, self.table.index[target], peer, sock)
         return box
+
+    # --- a reload ---------------------------------------------------------------------
+
+    def use_directory(self, directory: Directory) -> None:
+        """Route by ``directory`` from now on (see the module's guarantees for
+        the actors it added, changed or no longer has)."""
+        self.directory = directory
+        for name in [name for name in self.outboxes if name not in directory.peers]:
+            self._forget(self.outboxes.pop(name))
+        for name, box in self.outboxes.items():
+            peer = directory.peers[name]
+            if peer != box.peer:
+                self._repeer(box, peer)
+        self._round_robin = {pool: i for pool, i in self._round_robin.items()
+                             if pool in directory.pools}
+        self._merge_subscribers()
+
+    def use_run_time_subscribers(self, table: dict[str, tuple[str, ...]]) -> None:
+        """Who subscribed to what at run time (``ctx.subscribe``), on top of the
+        configured subscribers."""
+        self._run_time = dict(table)
+        self._merge_subscribers()
+
+    def _merge_subscribers(self) -> None:
+        """The configured subscribers of each event, then the run-time ones
+        not already among them. A name the directory does not know (an actor
+        a reload removed, before the root dropped its subscriptions) is left
+        out: a publish must not fail for it."""
+        directory = self.directory
+        merged = {event: list(names) for event, names in directory.subscribers.items()}
+        for event, names in self._run_time.items():
+            known = merged.setdefault(event, [])
+            known += [n for n in names if n not in known
+                      and (n in directory.peers or n in directory.pools)]
+        self.subscribers = {event: tuple(names) for event, names in merged.items() if names}
+
+    def _forget(self, box: Outbox) -> None:
+        """A receiver removed by a reload: what is held for it is dead-lettered."""
+        for mid in list(box.pending):
+            entry = self._release(box, mid)
+            self.sink.add(Reason.UNKNOWN_ACTOR, sender=self.name, target=box.target,
+                          message_id=mid, frame=entry[0],
+                          detail=f"{box.target!r} was removed from the configuration by a reload")
+        box.sock.close(linger=0)
+
+    def _repeer(self, box: Outbox, peer: Peer) -> None:
+        """A receiver whose mailbox changed: its capacity and policy apply from
+        the next send."""
+        box.peer = peer
+        _fit(box.sock, peer)
+        tracked = peer.delivery is Delivery.AT_LEAST_ONCE
+        if box.tracked and not tracked:
+            # At most once from now on: what is held goes (once) if it never
+            # went, and is not waited for.
+            for mid in list(box.pending):
+                entry = self._release(box, mid)
+                if not entry[1] and not self._resend(box, entry[0]):
+                    self.sink.add(Reason.MAILBOX_FULL, sender=self.name, target=box.target,
+                                  message_id=mid, frame=entry[0],
+                                  detail=f"the socket to {box.target!r} was full when it "
+                                         "changed to at_most_once delivery")
+            box.stashed = 0
+        box.tracked = tracked
 
     @property
     def busy(self) -> bool:
@@ -507,6 +572,20 @@ class Courier:
         finally:
             receiving.cancel()
             call.close()
+
+
+def _fit(sock: zmq.Socket, peer: Peer) -> None:
+    """Set a sender's socket to its receiver's mailbox."""
+    # A receiver that refuses when full must not make its senders wait on
+    # ZeroMQ's own high-water mark either.
+    sock.setsockopt(zmq.SNDTIMEO, 0 if peer.backpressure is Backpressure.FAIL
+                    else int(SEND_TIMEOUT * 1000))
+    # The receiver's capacity, not ZeroMQ's default of 1000, bounds what this
+    # sender has in flight (it keeps a copy of each until receipted). ZeroMQ
+    # keeps a connection's high-water mark for its life: a capacity changed by
+    # a reload reaches it at the next connection, and the sender's own checks
+    # of depth and in-flight messages against the capacity at once.
+    sock.setsockopt(zmq.SNDHWM, peer.capacity + DRAIN_EVERY)
 
 
 class _Call:

@@ -283,6 +283,48 @@ def reset(obj: dict, name: str) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def reload(obj: dict, dry_run: bool, as_json: bool) -> None:
+    """Load the configuration again and apply what changed.
+
+    Returns once the affected actors are healthy. Exit 1 when the new
+    configuration is refused (nothing changed), or when it failed and was
+    rolled back.
+    """
+    report = _run(obj, "reload", {"dry_run": dry_run}, timeout=CHANGE_TIMEOUT)
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(format_reload(report))
+
+
+def format_reload(report: dict) -> str:
+    """What a reload changed (or would change, for a dry run)."""
+    source = report.get("config") or "the configuration"
+    head = {"applied": f"reloaded {source} in {report.get('seconds', 0):.3f}s",
+            "unchanged": f"no change: {source} matches the running configuration",
+            "dry_run": f"dry run of {source} (nothing changed)"}[report["outcome"]]
+    lines = [head]
+    for key, label in (("added", "added"), ("removed", "removed")):
+        if report[key]:
+            lines.append(f"  {label}: {', '.join(report[key])}")
+    for key, label in (("restarted", "restarted"), ("updated_live", "updated live")):
+        if report[key]:
+            lines.append(f"  {label}: " + ", ".join(
+                f"{name} ({', '.join(keys)})" for name, keys in report[key].items()))
+    sups = [f"{what} {', '.join(names)}" for what, names in report["supervisors"].items() if names]
+    if sups:
+        lines.append("  supervisors: " + "; ".join(sups))
+    if report["system"]:
+        lines.append("  settings: " + ", ".join(report["system"]))
+    if report["sections"]:
+        lines.append("  sections: " + ", ".join(report["sections"]))
+    return "\n".join(lines)
+
+
+@main.command()
 @click.argument("name")
 @click.argument("payload", metavar="JSON")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,

@@ -10,7 +10,13 @@ and pops the next one to handle. Guarantees:
   sender's own send waits, and an overshoot is bounded by what was already in
   flight);
 * every message refused or evicted is returned to the caller, which
-  dead-letters it: nothing leaves the mailbox silently.
+  dead-letters it: nothing leaves the mailbox silently;
+* ``resize`` never drops, evicts or reorders a message already in: a
+  capacity below the current depth keeps every message held, and the
+  mailbox then takes more only as its policy does when full (``drop_newest``
+  and ``fail`` refuse, ``drop_oldest`` evicts an entry for each one it takes,
+  ``block`` accepts while the loop reads no more off the socket) until
+  handling brings the depth under the new capacity.
 """
 
 from __future__ import annotations
@@ -54,6 +60,13 @@ class Mailbox:
 
     def __bool__(self) -> bool:
         return self._depth > 0
+
+    def resize(self, capacity: int) -> None:
+        """Change the capacity from the next ``offer`` on (see the module's
+        guarantees for a capacity below the current depth)."""
+        if capacity < 1:
+            raise ValueError(f"a mailbox capacity must be at least 1, not {capacity}")
+        self.capacity = capacity
 
     def offer(self, entry: Any, priority: int, size: int = 1) -> tuple[Admission, Any]:
         """Take ``entry`` in, or not, by the policy; returns what happened and the

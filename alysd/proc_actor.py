@@ -28,10 +28,21 @@ published in the actor table every few messages and before each idle wait.
 A ``MemoryError`` in a handler of an actor with a ``memory_limit`` ends the
 incarnation with ``ExitCode.MEMORY_LIMIT``.
 
+A reload reaches a running actor as system mail: ``Reconfigure`` (a new spec:
+mailbox capacity, memory limit, and its config and settings through
+``config_changed``) and ``Topology`` (who can be messaged) are applied between
+two messages, in the order sent. Read while a handler (or ``started``) waits
+on a send or a request, they are held until it returns, while health probes
+are still answered. ``PreserveOnStop`` makes the next orderly stop write
+``preserve_state()`` to a file, which the next incarnation's
+``restore_state()`` gets (``ActorBoot.restore_from``) before ``started()``.
+
 A stop signal sets a flag; only while the loop idles in a blocking receive
 does the handler also break that receive (by raising), so a message is never
 abandoned half-handled. SIGUSR1 (system mail from the root) breaks an idle
-receive the same way. A blocking ``ctx.request`` in a sync handler does not
+receive the same way. The process's own threads (ZeroMQ's, the heartbeat)
+block these signals, so the kernel hands them to the loop's thread. A
+blocking ``ctx.request`` in a sync handler does not
 serve the inbox while it waits, so two actors that request each other from
 their handlers wait out the timeout (use ``send``, or ``async`` handlers and
 replies by message, for cycles).
@@ -41,12 +52,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
+import contextlib
 import heapq
 import inspect
 import itertools
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -58,17 +72,20 @@ import zmq
 import zmq.asyncio
 
 from alysd import filters, outbox_journal, zmq_bus
-from alysd.actor import Actor, Health
+from alysd.actor import Actor, Health, overrides
 from alysd.actor_table import PROCESSING_BUCKETS, ActorTable
-from alysd.config import Backpressure, Delivery
+from alysd.config import ActorSpec, Backpressure, Delivery, MailboxSpec
 from alysd.courier import SEND_TIMEOUT, TEND_INTERVAL, Courier
 from alysd.dead_letter_sink import DeadLetterSink
 from alysd.dead_letters import Reason
 from alysd.errors import MailboxFull, MessageTooLarge, HandlerError, ProtocolError, RemoteError
 from alysd.exits import ExitCode
 from alysd.mailbox import Admission, Mailbox
-from alysd.protocol import (SYSTEM_MAIL, ActorBoot, Directory, FilterHits, Filters, FilterRule, Go,
-                            HealthProbe, HealthReport, Hello, Ready, Subscribe, Subscribers)
+from alysd.protocol import (APPLIED, FAILED, NEEDS_RESTART, SYSTEM_MAIL, ActorBoot, Directory,
+                            FilterHits, Filters, FilterRule, Go, HealthProbe, HealthReport, Hello,
+                            PreserveOnStop, Ready, Reconfigure, Reconfigured, Subscribe,
+                            Subscribers, Topology)
+from alysd.reload import Treatment, changed_fields, treatment_of
 from alysd.system_channel import ActorLink
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority
@@ -88,6 +105,9 @@ _WAKE = WAKE_IDENTITY.encode()
 _TELL, _ASK, _EVENT, _BATCH = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT), int(Kind.BATCH)
 _ONE_WAY = frozenset((_TELL, _EVENT, _BATCH))
 _CTL = zmq_bus.CTL_IDENTITY.encode()
+# System mail applied only between two messages (held while a handler waits).
+_BETWEEN_MESSAGES = (Reconfigure, Topology)
+_LOOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, SYSTEM_MAIL)
 
 
 class _MemoryLimit(BaseException):
@@ -103,6 +123,10 @@ class Context:
     name that is neither a configured actor nor a pool (and dead-letter the
     message), ``MessageTooLarge`` for an oversized message, and ``MailboxFull``
     when the receiver's backpressure policy refuses it.
+
+    ``config`` is the actor's ``[actors.NAME.config]`` table and ``settings``
+    the node sections it ``uses`` (section name -> table); a reload replaces
+    them between two messages (see ``Actor.config_changed``).
     """
 
     def __init__(self, process: "ActorProcess"):
@@ -111,6 +135,7 @@ class Context:
         self.supervisor: str = process.boot.spec.supervisor
         self.incarnation: int = process.boot.incarnation
         self.config: dict = process.boot.spec.config
+        self.settings: dict = process.boot.spec.settings
         self.log = logging.getLogger(f"alysd.actor.{self.name}")
 
     @property
@@ -173,8 +198,10 @@ def open_endpoints(runtime_dir: str, inbox_path: str, *, max_message_bytes: int,
                    heartbeat_interval: float, zctx: zmq.Context | None = None) -> Endpoints:
     """Create this process's context, bind an inbox at ``inbox_path`` and connect
     the system channel."""
-    zctx = zctx or zmq.Context(io_threads=1)
-    inbox = zmq_bus.bind_router(zctx, inbox_path, max_message_bytes=max_message_bytes)
+    with _signals_to_the_main_thread():
+        # ZeroMQ starts its threads with the first socket.
+        zctx = zctx or zmq.Context(io_threads=1)
+        inbox = zmq_bus.bind_router(zctx, inbox_path, max_message_bytes=max_message_bytes)
     inbox.bind(WAKE_ENDPOINT)
     # An idle actor wakes once per heartbeat interval, when its heartbeat is due.
     _set(inbox, zmq_bus.RCVTIMEO, max(1, int(heartbeat_interval * 1000)))
@@ -204,13 +231,7 @@ class ActorProcess:
         self.current: Envelope | None = None
         self.mailbox = Mailbox(spec.mailbox.capacity, spec.mailbox.backpressure)
         self.blocking = spec.mailbox.backpressure is Backpressure.BLOCK
-        # How big a backlog is taken off the socket. ``block`` leaves the rest
-        # in the socket (that is how its senders come to wait), and a backlog
-        # of Python objects costs far more per message than one of ZeroMQ
-        # frames; the other policies need every waiting message in hand to
-        # drop or refuse the right ones.
-        self.intake_limit = min(DRAIN_BATCH, spec.mailbox.capacity) if self.blocking \
-            else spec.mailbox.capacity
+        self.intake_limit = _intake_limit(spec.mailbox)
         self.acking = spec.mailbox.delivery is Delivery.AT_LEAST_ONCE
         self.sink = DeadLetterSink(boot.dead_letters, boot.dead_letter_capacity, self.log)
         self.handled = 0
@@ -230,6 +251,8 @@ class ActorProcess:
         self._receipts_due = 0.0
         self._stopping = False
         self._system_mail = False
+        self._between: collections.deque = collections.deque()   # held until between two messages
+        self._preserve_to: str | None = None
         self._idle = False
         self._next_report = 0.0
         self.journal: outbox_journal.OutboxJournal | None = None
@@ -279,6 +302,8 @@ class ActorProcess:
             self.system.send(Hello(self.boot.incarnation, os.getpid()))
             if self.boot.wait_for_go and not self._await_go():
                 return ExitCode.OK
+            if not self._restore():
+                return ExitCode.START_FAILED
             try:
                 self._call(self.actor.started, self.ctx)
             except Exception:
@@ -288,7 +313,8 @@ class ActorProcess:
             self.system.send(Ready(self.boot.incarnation, health.status, health.reason))
             # Started once ready: starting a thread costs ~0.5 ms, which would lengthen
             # every ordered start; until now start_timeout watched this incarnation.
-            threading.Thread(target=self._beat, name="beat", daemon=True).start()
+            with _signals_to_the_main_thread():
+                threading.Thread(target=self._beat, name="beat", daemon=True).start()
             try:
                 self._serve()
             except _MemoryLimit as exc:
@@ -296,10 +322,15 @@ class ActorProcess:
                                   "incarnation ends:\n%s", self.boot.spec.memory_limit,
                                   "".join(traceback.format_exception(exc.__cause__)).rstrip())
                 return ExitCode.MEMORY_LIMIT
+            # Mail the root sent before the stop signal still counts (a
+            # PreserveOnStop is sent just before it).
+            self._read_system_mail()
             try:
                 self._call(self.actor.stopped, self.ctx)
             except Exception:
                 self.log.error("stopped() failed:\n%s", traceback.format_exc().rstrip())
+            if self._preserve_to is not None:
+                self._preserve(self._preserve_to)
             self._settle()
             return ExitCode.OK
         finally:
@@ -360,7 +391,7 @@ class ActorProcess:
             if isinstance(msg, Go):
                 return True
             if msg is not None:
-                self._apply_system(msg)
+                self._apply_system(msg, started=False)
         return False
 
     def _idle_receive(self, receive):
@@ -385,8 +416,28 @@ class ActorProcess:
 
     # --- system mail ---------------------------------------------------------------
 
-    def _read_system_mail(self) -> None:
+    def _read_system_mail(self, between: bool = True) -> None:
+        """Apply the system mail waiting. ``between`` is False while a handler
+        waits: what must run between two messages is then held, in order, and
+        applied at the next call between two messages (``_system_mail`` stays
+        set until then)."""
         self._system_mail = False
+        for msg in self._system_messages():
+            if isinstance(msg, _BETWEEN_MESSAGES):
+                self._between.append(msg)
+            else:
+                self._apply_system(msg)
+        if not between:
+            if self._between:
+                self._system_mail = True
+            return
+        # A queue, not a snapshot: what a config_changed() reads while it
+        # waits on a send is held behind the rest and applied here too.
+        while self._between:
+            self._apply_system(self._between.popleft())
+
+    def _system_messages(self):
+        """Every message waiting on the system channel."""
         while True:
             try:
                 msg = self.system.receive(0.0)
@@ -399,21 +450,124 @@ class ActorProcess:
                 return   # the root is gone; this process follows it (PDEATHSIG)
             if msg is None:
                 return
-            self._apply_system(msg)
+            yield msg
 
-    def _apply_system(self, msg) -> None:
+    def _apply_system(self, msg, started: bool = True) -> None:
+        """One system message; ``started`` is False while waiting for Go."""
         if isinstance(msg, HealthProbe):
             health = self._health()
             self.system.send_nowait(HealthReport(self.boot.incarnation, msg.probe, health.status,
                                                  health.reason))
+        elif isinstance(msg, Reconfigure):
+            self._reconfigure(msg, started)
+        elif isinstance(msg, Topology):
+            self._use_topology(msg)
+        elif isinstance(msg, PreserveOnStop):
+            self._preserve_to = msg.path
         elif isinstance(msg, Filters):
             self.rules = tuple(msg.rules)
         elif isinstance(msg, Subscribers):
-            merged = {event: list(names) for event, names in self.directory.subscribers.items()}
-            for event, names in msg.table.items():
-                merged.setdefault(event, [])
-                merged[event] += [n for n in names if n not in merged[event]]
-            self.courier.subscribers = {event: tuple(names) for event, names in merged.items()}
+            self.courier.use_run_time_subscribers(msg.table)
+
+    # --- a reload ------------------------------------------------------------------------
+
+    def _reconfigure(self, msg: Reconfigure, started: bool) -> None:
+        """Take a new spec and answer how it went. Before ``started()`` nothing
+        has used the config yet, so a new one is simply taken; after, only
+        through ``config_changed()``."""
+        spec, ctx = msg.spec, self.ctx
+        new_config = spec.config != ctx.config or spec.settings != ctx.settings
+        outcome, error = APPLIED, None
+        if any(treatment_of(field) is Treatment.RESTART
+               for field in changed_fields(self.boot.spec, spec)):
+            outcome = NEEDS_RESTART
+            self.log.info("a reload changed what its process was built from: it needs a restart")
+        elif started and new_config and not overrides(self.actor, "config_changed"):
+            outcome = NEEDS_RESTART
+            self.log.info("a reload changed its config, and it has no config_changed(): it "
+                          "needs a restart")
+        else:
+            self.mailbox.resize(spec.mailbox.capacity)
+            self.intake_limit = _intake_limit(spec.mailbox)
+            if new_config and started:
+                error = self._config_changed(spec)
+                outcome = APPLIED if error is None else FAILED
+            else:
+                ctx.config, ctx.settings = spec.config, spec.settings
+            # The spec this process runs: the new one, with the config in use.
+            self.boot = msgspec.structs.replace(self.boot, spec=msgspec.structs.replace(
+                spec, config=ctx.config, settings=ctx.settings))
+        # Before started() the actor's own state is not there to judge.
+        health = self._health() if started else Health("healthy")
+        self.system.send(Reconfigured(self.boot.incarnation, msg.seq, outcome, error,
+                                      health.status, health.reason))
+
+    def _config_changed(self, spec: ActorSpec) -> str | None:
+        """Hand the actor its new config (its new settings already in
+        ``ctx.settings``); on failure both stay as they were and the error is
+        returned, on one line."""
+        ctx = self.ctx
+        settings = ctx.settings
+        ctx.settings = spec.settings
+        try:
+            self._call(self.actor.config_changed, spec.config, ctx)
+        except Exception as exc:
+            ctx.settings = settings
+            self.log.error("config_changed() failed; the config in use stays:\n%s",
+                           "".join(traceback.format_exception(exc)).rstrip())
+            return " ".join(f"{type(exc).__name__}: {exc}".split())
+        ctx.config = spec.config
+        return None
+
+    def _use_topology(self, topology: Topology) -> None:
+        """Who can be messaged changed (added and removed actors, resized
+        mailboxes, pools, subscribers)."""
+        if topology.generation < self.directory.generation:
+            return   # older than what this process was forked with
+        self.table.adopt(topology.slots)
+        self.directory = self.directory.with_topology(topology)
+        self.courier.use_directory(self.directory)
+
+    def _restore(self) -> bool:
+        """Before ``started()``: hand ``restore_state()`` what the previous
+        incarnation preserved, if it did. False when that raised (or the file
+        could not be read): the start failed."""
+        path = self.boot.restore_from
+        if path is None or not overrides(self.actor, "restore_state"):
+            return True
+        try:
+            with open(path, "rb") as f:
+                state = f.read()
+        except FileNotFoundError:
+            self.log.info("no preserved state at %s: it starts afresh", path)
+            return True
+        except OSError as exc:
+            self.log.error("cannot read its preserved state: %s", exc)
+            return False
+        try:
+            self._call(self.actor.restore_state, state)
+        except Exception:
+            self.log.error("restore_state() failed:\n%s", traceback.format_exc().rstrip())
+            return False
+        self.log.info("restored its state (%d bytes) from %s", len(state), path)
+        return True
+
+    def _preserve(self, path: str) -> None:
+        """After ``stopped()``, when the supervisor asked: write
+        ``preserve_state()`` to ``path`` for the next incarnation. Whatever goes
+        wrong is logged and nothing is written (the next one starts afresh)."""
+        if not overrides(self.actor, "preserve_state"):
+            return
+        try:
+            state = self._call(self.actor.preserve_state)
+            if not isinstance(state, bytes):
+                self.log.error("preserve_state() returned %s, not bytes: nothing preserved",
+                               type(state).__name__)
+                return
+            _write_private(path, state)
+        except Exception:
+            self.log.error("preserving its state failed; nothing preserved:\n%s",
+                           traceback.format_exc().rstrip())
 
     # --- the receive loop ----------------------------------------------------
 
@@ -437,6 +591,10 @@ class ActorProcess:
                 continue
             self._accept(ident)
             self._take_burst()
+            if self._system_mail:
+                # Mail signalled before these messages were sent goes first
+                # (a reload's new peers, say, before a message that uses them).
+                self._read_system_mail()
             self._handle_mailbox()
 
     def _idle_duties(self) -> None:
@@ -828,7 +986,7 @@ class ActorProcess:
         """While a handler waits on a send or a request: the root's probes are
         still answered (waiting is not hanging)."""
         if self._system_mail:
-            self._read_system_mail()
+            self._read_system_mail(between=False)
         self._report_if_due()
 
     def _report_if_due(self) -> None:
@@ -859,6 +1017,44 @@ class ActorProcess:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(awaitable)
+
+
+@contextlib.contextmanager
+def _signals_to_the_main_thread():
+    """Threads started inside block the signals the loop relies on, so the
+    kernel delivers those to the main thread, where they break a blocking
+    receive at once (taken by another thread, one would wait out the
+    receive's timeout, up to a heartbeat interval)."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _LOOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _intake_limit(mailbox: MailboxSpec) -> int:
+    """How big a backlog is taken off the socket. ``block`` leaves the rest in
+    the socket (that is how its senders come to wait), and a backlog of Python
+    objects costs far more per message than one of ZeroMQ frames; the other
+    policies need every waiting message in hand to drop or refuse the right
+    ones."""
+    if mailbox.backpressure is Backpressure.BLOCK:
+        return min(DRAIN_BATCH, mailbox.capacity)
+    return mailbox.capacity
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a reader sees the old file or the
+    whole new one), readable by this user only."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                                     prefix=f".{os.path.basename(path)}.")   # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def run_actor(boot: ActorBoot, directory: Directory, table: ActorTable, actor_cls: type[Actor],

@@ -13,6 +13,11 @@ System channel (a unix SOCK_SEQPACKET connection per actor to the root's
     actor → root   Subscribe  ``ctx.subscribe(event_type)`` at run time
     root  → actor  Filters    the message filters now installed (``alysctl filter``)
     root  → actor  Subscribers  who subscribed to what at run time
+    root  → actor  Reconfigure  a new spec to take live (reload), between two messages
+    actor → root   Reconfigured what came of it: applied | needs_restart | failed
+    root  → actor  PreserveOnStop  on the next orderly stop, write ``preserve_state()`` here
+    root  → actor  Topology   who can be messaged changed (reload: actors added, removed,
+                              mailboxes resized, pools and subscriptions changed)
 
 The root follows every root → actor message with SIGUSR1 (``SYSTEM_MAIL``), which
 breaks an idle actor's blocking receive so it reads the channel at once; a
@@ -26,9 +31,16 @@ server; one datagram per message)::
     root → zygote  Spawn      fork one incarnation of an actor
     zygote → root  Spawned    its pid
     zygote → root  Exited     an actor process ended, with its waitpid status
+    root → zygote  Topology   the directory every later fork inherits (reload)
+    root → zygote  CheckImports  import these actor classes (reload, before anything changes)
+    zygote → root  ImportsChecked  the import errors, if any
 
 Every actor process is a child of the zygote, so only the zygote can reap it;
 ``Exited`` is how the root learns of deaths, by event, never by polling.
+
+Both channels are ordered: a ``Spawn`` sent after a ``Topology`` forks with
+that topology's directory, and an actor applies system mail in the order it
+was sent.
 """
 
 from __future__ import annotations
@@ -102,8 +114,41 @@ class Subscribers(msgspec.Struct, tag=True, array_like=True):
     table: dict[str, tuple[str, ...]]
 
 
-SystemMessage = (Hello | Go | Ready | HealthProbe | HealthReport | FilterHits | Subscribe | Filters
-                 | Subscribers)
+class Reconfigure(msgspec.Struct, tag=True, array_like=True):
+    """The actor's spec changed in ways it may take without a restart (a reload):
+    mailbox capacity, memory limit, its ``config`` table and the ``settings`` of
+    the node sections it uses, and fields only the root reads. Applied between
+    two messages; answered with ``Reconfigured`` echoing ``seq``.
+
+    The actor keeps what its process was built from (class, supervisor,
+    batching, mailbox policy and delivery): a spec that changes one of those
+    is answered ``needs_restart`` with nothing applied."""
+
+    seq: int
+    spec: ActorSpec
+
+
+APPLIED = "applied"              # everything applied (also: config and settings were unchanged)
+NEEDS_RESTART = "needs_restart"  # a change only a new incarnation can take; nothing applied
+FAILED = "failed"                # config_changed() raised: the old config and settings stay,
+                                 # the rest of the spec was applied
+
+
+class Reconfigured(msgspec.Struct, tag=True, array_like=True):
+    incarnation: int
+    seq: int
+    outcome: str                 # APPLIED | NEEDS_RESTART | FAILED
+    error: str | None            # for FAILED: the exception, on one line
+    health: str                  # its health_check() after applying
+    health_reason: str | None = None
+
+
+class PreserveOnStop(msgspec.Struct, tag=True, array_like=True):
+    """On its next orderly stop (after ``stopped()``), an actor whose class
+    defines ``preserve_state()`` writes what it returns to ``path`` (mode 0600,
+    atomically), for its next incarnation's ``restore_state()``."""
+
+    path: str
 
 
 class ActorBoot(msgspec.Struct, array_like=True, kw_only=True):
@@ -118,6 +163,9 @@ class ActorBoot(msgspec.Struct, array_like=True, kw_only=True):
     dead_letter_capacity: int
     delivery_timeout: float
     wait_for_go: bool = True
+    # A state blob written by the previous incarnation (``PreserveOnStop``): when
+    # the file exists, ``restore_state()`` gets it before ``started()``.
+    restore_from: str | None = None
 
 
 class Peer(msgspec.Struct, frozen=True):
@@ -132,12 +180,13 @@ class Peer(msgspec.Struct, frozen=True):
 class Directory(msgspec.Struct, frozen=True):
     """Who can be messaged: held by the zygote and inherited by every actor it forks,
     so a spawn never serialises the whole tree (that made starting 1000 actors
-    quadratic)."""
+    quadratic). A reload changes it by ``Topology`` (``generation`` counts them)."""
 
     peers: dict[str, Peer]                   # every actor (pool members included)
     pools: dict[str, tuple[str, ...]]        # pool name -> member names
     least_loaded: frozenset[str]             # pools routed by mailbox depth, not round robin
     subscribers: dict[str, tuple[str, ...]]  # event type -> actor or pool names
+    generation: int = 0                      # of the last Topology applied; 0 as configured
 
     @classmethod
     def from_config(cls, config: Config) -> "Directory":
@@ -154,6 +203,56 @@ class Directory(msgspec.Struct, frozen=True):
         least = frozenset(spec.pool for spec in config.actors.values()
                           if spec.pool and spec.routing.value == "least_loaded")
         return cls(peers, dict(config.pools), least, {k: tuple(v) for k, v in table.items()})
+
+    def with_topology(self, topology: "Topology") -> "Directory":
+        """This directory as ``topology`` leaves it. Applying the same topology
+        again changes nothing; an older one than this directory's generation is
+        ignored (it was sent to a process forked after it)."""
+        if topology.generation < self.generation:
+            return self
+        removed = set(topology.removed)
+        peers = {name: peer for name, peer in self.peers.items() if name not in removed}
+        peers.update(topology.peers)
+        return Directory(peers, dict(topology.pools), topology.least_loaded,
+                         dict(topology.subscribers), topology.generation)
+
+
+class Topology(msgspec.Struct, tag=True, array_like=True, frozen=True):
+    """A change of the directory (a reload), sent to the zygote and to every
+    running actor. ``peers`` holds the added and changed peers only, ``slots``
+    the actor-table slot of each added one; the pool, routing and subscriber
+    tables are complete. Applying it twice is harmless."""
+
+    generation: int
+    peers: dict[str, Peer]
+    removed: tuple[str, ...]
+    slots: dict[str, int]
+    pools: dict[str, tuple[str, ...]]
+    least_loaded: frozenset[str]
+    subscribers: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def between(cls, generation: int, old: Directory, new: Directory,
+                slots: dict[str, int]) -> "Topology":
+        """What turns ``old`` into ``new``: ``old.with_topology(result)`` equals
+        ``new`` at ``generation``. ``slots`` must give a slot to every actor
+        added (others in it are left out)."""
+        added = [name for name in new.peers if name not in old.peers]
+        missing = [name for name in added if name not in slots]
+        if missing:
+            raise ValueError(f"no actor-table slot for the added actor(s) {', '.join(missing)}")
+        return cls(
+            generation=generation,
+            peers={name: peer for name, peer in new.peers.items() if old.peers.get(name) != peer},
+            removed=tuple(name for name in old.peers if name not in new.peers),
+            slots={name: slots[name] for name in added},
+            pools=dict(new.pools),
+            least_loaded=new.least_loaded,
+            subscribers=dict(new.subscribers))
+
+
+SystemMessage = (Hello | Go | Ready | HealthProbe | HealthReport | FilterHits | Subscribe | Filters
+                 | Subscribers | Reconfigure | Reconfigured | PreserveOnStop | Topology)
 
 
 class Preloaded(msgspec.Struct, tag=True, array_like=True):
@@ -181,7 +280,20 @@ class Exited(msgspec.Struct, tag=True, array_like=True):
     status: int
 
 
-ZygoteMessage = Preloaded | Spawn | Spawned | SpawnFailed | Exited
+class CheckImports(msgspec.Struct, tag=True, array_like=True):
+    """Import these actor classes (a reload's new ones) before anything changes."""
+
+    request: int                           # echoed in the answer
+    class_paths: tuple[str, ...]
+
+
+class ImportsChecked(msgspec.Struct, tag=True, array_like=True):
+    request: int
+    issues: list[tuple[str, str]]          # (class path, "ExceptionType: message") per failure
+
+
+ZygoteMessage = (Preloaded | Spawn | Spawned | SpawnFailed | Exited | Topology | CheckImports
+                 | ImportsChecked)
 
 system_encoder = msgspec.msgpack.Encoder()
 system_decoder = msgspec.msgpack.Decoder(SystemMessage)

@@ -63,6 +63,11 @@ class RuntimeDir:
 
     path: str
 
+    def state_blob(self, actor: str) -> str:
+        """Where an actor's preserved state waits for its next incarnation during a
+        reload (``Actor.preserve_state``); removed when the reload ends."""
+        return os.path.join(self.path, f"{actor}.state")
+
     @property
     def control(self) -> str:
         """Unix socket path of the control plane (alysctl ↔ alysd)."""

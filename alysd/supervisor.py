@@ -42,6 +42,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import msgspec
@@ -53,13 +54,18 @@ from alysd.actor_table import PROCESSING_BUCKETS, ActorTable, Counters
 from alysd.bus_control import BusControl, Recipient, deliver
 from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
-from alysd.errors import ActorUnavailable, AlysdError, CommandError, ProtocolError, UnknownActor
+from alysd.errors import (ActorUnavailable, AlysdError, CommandError, ConfigError, ConfigIssue,
+                          ProtocolError, UnknownActor)
 from alysd.exits import LastExit, classify
 from alysd.process import become_subreaper, raise_fd_limit, reap_exited, signal_group
 from alysd.monitoring import ActorSnapshot, MonitoringServer, SnapshotExchange, SystemSnapshot
 from alysd.poll import EventPoller
-from alysd.protocol import (ActorBoot, Exited, FilterHits, Go, HealthProbe, HealthReport, Hello,
-                            Preloaded, Ready, Spawn, Spawned, SpawnFailed, Subscribe)
+from alysd.protocol import (ActorBoot, CheckImports, Directory, Exited, FilterHits, Go,
+                            HealthProbe, HealthReport, Hello, ImportsChecked, Preloaded,
+                            PreserveOnStop, Ready, Reconfigure, Reconfigured, Spawn, Spawned,
+                            SpawnFailed, Subscribe, Topology, system_encoder)
+from alysd.reload import (SETTLED, WAITING, Awaited, Awaiting, Facts, ReloadPlan, Treatment,
+                          describe, judge, plan_reload, unsettled_reason)
 from alysd.restart import Action, BreakerState, ChildTrack, RestartWindow, plan_group
 from alysd.runtime_dir import DaemonLock, RuntimeDir
 from alysd.sampler import Reading
@@ -78,6 +84,7 @@ MAX_POLL_MS = 1000
 ZYGOTE_EXIT_TIMEOUT = 2.0   # seconds the zygote gets to reap its spares at exit
 FDS_PER_ACTOR = 6           # descriptors the root may hold per actor (channel, /proc files, relay)
 FDS_BASE = 256
+WATCH_INTERVAL = 1.0        # seconds between two looks at the config file (watch_config)
 
 
 class State(str, enum.Enum):
@@ -124,6 +131,9 @@ class Child:
     conn: system_channel.Connection | None = None   # its system channel, once attached
     track: ChildTrack | None = None    # restart policy state (backoff, circuit breaker)
     reason: str | None = None          # why it is not running, for operators
+    generation: int = 0                # the directory generation its incarnation was forked with
+    restore_from: str | None = None    # a state blob its next incarnation restores (reload)
+    removing: bool = False             # a reload removed it: dropped once stopped
 
     @property
     def name(self) -> str:
@@ -180,6 +190,24 @@ class PendingSend:
 
 
 @dataclass
+class ReloadRun:
+    """One configuration reload in progress (at most one at a time)."""
+
+    trigger: str                       # what asked for it: alysctl, SIGHUP, a file change
+    answer: Answer | None
+    old: Config                        # what a rollback returns to
+    new: Config
+    plan: ReloadPlan
+    began: float                       # monotonic
+    phase: str = "checking"            # checking imports -> applying -> (rolling_back)
+    deadline: float = 0.0
+    awaited: dict[str, Awaited] = field(default_factory=dict)
+    preserved: dict[str, str] = field(default_factory=dict)   # actor -> its state blob
+    restarted: dict[str, list[str]] = field(default_factory=dict)   # actor -> changed keys
+    failure: str | None = None         # why the forward step failed, once it did
+
+
+@dataclass
 class _Relay:
     """The root's DEALER into one actor's inbox, for requests sent by alysctl."""
 
@@ -190,8 +218,10 @@ class _Relay:
 class Supervisor:
     """Runs the configured tree until SIGTERM/SIGINT or until it gives up."""
 
-    def __init__(self, config: Config, rundir: RuntimeDir, state_dir: str):
+    def __init__(self, config: Config, rundir: RuntimeDir, state_dir: str,
+                 reload_config: Callable[[], Config] | None = None):
         self.config = config
+        self.reload_config = reload_config
         self.rundir = rundir
         self.state_dir = state_dir
         self.children: dict[str, Child] = {
@@ -228,6 +258,14 @@ class Supervisor:
         self.relay_of: dict[zmq.Socket, _Relay] = {}
         self.round_robin: dict[str, int] = {}
         self.bus: BusControl | None = None
+        self.reloading: ReloadRun | None = None
+        self.directory = Directory.from_config(config)
+        self.topologies: list[Topology] = []   # generation n is topologies[n - 1]
+        self.reconfigure_seq = 0
+        self.imports_asked = 0
+        self.config_seen: tuple | None = None  # the config file's (inode, size, mtime) last loaded
+        self.config_changing: tuple | None = None   # a new signature seen once: wait for it to settle
+        self.next_config_look: float | None = None
 
     # --- setup -----------------------------------------------------------------
 
@@ -251,7 +289,8 @@ class Supervisor:
                               self.config.system.max_message_bytes, self._recipients)
         # Fork the zygote first: this process must not own a ZeroMQ context or
         # any thread when it forks.
-        self.table = ActorTable(list(self.children))
+        # Room for actors a reload adds: the table is mapped once, before any fork.
+        self.table = ActorTable(list(self.children), spare=max(64, len(self.children)))
         self.zygote = start_zygote(self.config, self.rundir.path, self.table)
         self.vitals = Vitals(self.config, self.table)
         try:
@@ -315,6 +354,8 @@ class Supervisor:
         self._start_monitoring()
         if self.notifier.watchdog_interval is not None:
             self.next_watchdog = time.monotonic()
+        if self.config.system.watch_config and self.config.source:
+            self._watch_config_file()
         self.boot_deadline = time.monotonic() + PRELOAD_TIMEOUT
         log.info("alysd %s starting: %d actors, runtime dir %s, config %s", alysd.__version__,
                  len(self.children), self.rundir.path, self.config.source or "<built-in>")
@@ -356,6 +397,10 @@ class Supervisor:
         deadlines += [s.deadline for r in self.relays.values() for s in r.pending.values()]
         if not self.booted:
             deadlines.append(self.boot_deadline)
+        if self.reloading is not None and self.reloading.phase != "checking":
+            deadlines.append(self.reloading.deadline)
+        if self.next_config_look is not None:
+            deadlines.append(self.next_config_look)
         if not deadlines:
             return MAX_POLL_MS
         return max(0, min(MAX_POLL_MS, int((min(deadlines) - now) * 1000) + 1))
@@ -376,7 +421,7 @@ class Supervisor:
             elif signum == signal.SIGCHLD:
                 self._reap_own_children()
             elif signum == signal.SIGHUP:
-                log.warning("SIGHUP received: configuration reload is not supported yet; ignored")
+                self._begin_reload("SIGHUP", None)
 
     def _reap_own_children(self) -> None:
         """Reap the zygote and adopted orphans (we are a subreaper)."""
@@ -404,6 +449,8 @@ class Supervisor:
                 return
             if isinstance(msg, Preloaded):
                 self._preloaded(msg)
+            elif isinstance(msg, ImportsChecked):
+                self._imports_checked(msg)
             elif isinstance(msg, Spawned):
                 self._spawned(msg)
             elif isinstance(msg, SpawnFailed):
@@ -465,7 +512,9 @@ class Supervisor:
             dead_letter_capacity=self.config.system.dead_letter_capacity,
             delivery_timeout=self.config.system.delivery_timeout,
             wait_for_go=wait_for_go,
+            restore_from=child.restore_from,
         )))
+        child.generation = self.generation
 
     # --- system channel ------------------------------------------------------------
 
@@ -517,6 +566,11 @@ class Supervisor:
         if isinstance(msg, Hello):
             child.hello = True
             self.bus.greet(self._recipient(child))
+            if child.generation < self.generation:
+                # Forked before the zygote heard of the latest reload's directory.
+                deliver(self._recipient(child), self.topologies[child.generation:])
+        elif isinstance(msg, Reconfigured):
+            self._reconfigured(child, msg)
         elif isinstance(msg, Ready):
             child.health, child.health_reason = msg.health, msg.health_reason
             self._ready(child)
@@ -742,6 +796,8 @@ class Supervisor:
             return
         self.shutting_down = True
         self.notifier.stopping()
+        if self.reloading is not None:
+            self._end_reload(False, "alysd is shutting down")
         self.start_queue.clear()
         self.delayed.clear()
         self.stop_queue = [name for name in reversed(self.children)]
@@ -756,6 +812,8 @@ class Supervisor:
             self.booted = True
             self.begin_shutdown(ExitStatus.GAVE_UP)
         self._advance_stops()
+        if any(c.removing for c in self.children.values()):
+            self._drop_removed()
         if not self.shutting_down:
             self._release_delayed(now)
             self._advance_start()
@@ -763,6 +821,10 @@ class Supervisor:
         self._finish_commands(now)
         self._expire_sends(now)
         self._watch_vitals(now)
+        if self.reloading is not None:
+            self._advance_reload(now)
+        if self.next_config_look is not None and now >= self.next_config_look:
+            self._look_at_config_file(now)
         if not self.tree_up_logged and self.booted and not self.shutting_down and not self.start_queue:
             self.tree_up_logged = True
             log.info("all %d actors running (%.0f ms after start)", len(self.children),
@@ -1258,6 +1320,409 @@ class Supervisor:
     def cmd_filter_remove(self, args: dict, answer) -> None:
         answer(True, self.bus.remove_filters(args))
 
+    # --- configuration reload ----------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """How many directory changes reloads made (0: the one the tree started with)."""
+        return len(self.topologies)
+
+    def cmd_reload(self, args: dict, answer) -> None:
+        self._begin_reload("alysctl", answer, dry_run=bool(args.get("dry_run", False)))
+
+    def _begin_reload(self, trigger: str, answer: Answer | None, dry_run: bool = False) -> None:
+        """Load and check the configuration again, then apply what changed (see
+        ``alysd.reload``). Nothing running changes unless the new config is
+        valid, every new actor class imports, and no changed key needs a
+        restart of alysd. Answers once the affected actors are healthy, or
+        once a failed reload was rolled back."""
+        def refuse(why: str) -> None:
+            log.error("reload (%s) refused: %s", trigger, why)
+            if answer is not None:
+                answer(False, CommandError(why))
+
+        if self.reload_config is None:
+            return refuse("this alysd was started without a configuration to reload")
+        if self.shutting_down:
+            return refuse("alysd is shutting down")
+        if self.reloading is not None:
+            return refuse(f"busy: a reload ({self.reloading.trigger}) is in progress")
+        if not self.tree_up_logged:
+            return refuse("alysd is still starting its actors")
+        try:
+            new = self.reload_config()
+        except ConfigError as exc:
+            return refuse(str(exc))
+        plan = plan_reload(self.config, new)
+        issues = list(plan.refused)
+        wanted = sum(name not in self.table.index for name in plan.added)
+        room = self.table.capacity - len(self.table.index)   # slots are never reused
+        if wanted > room:
+            issues.append(ConfigIssue("actors", f"adds {wanted} actors, but the actor table has "
+                                      f"room for {room} more (of {self.table.capacity}); "
+                                      "restart alysd to apply it"))
+        issues += self._oversized(new, plan)
+        if issues:
+            return refuse(str(ConfigError(issues, new.source)).replace(
+                "invalid configuration", "configuration cannot be applied by a reload", 1))
+        for warning in new.warnings:
+            log.warning("config: %s", warning)
+        if dry_run or plan.empty:
+            report = describe(plan) | {"outcome": "dry_run" if dry_run else "unchanged",
+                                       "trigger": trigger, "config": new.source}
+            log.info("reload (%s): %s", trigger, "dry run" if dry_run else "nothing changed")
+            if answer is not None:
+                answer(True, report)
+            return
+        run = self.reloading = ReloadRun(trigger, answer, self.config, new, plan, time.monotonic())
+        classes = sorted({new.actors[name].class_path for name in plan.added}
+                         | {new.actors[c.name].class_path for c in plan.changed
+                            if "class" in c.fields})
+        if classes:
+            # The zygote imports them (and keeps them for its forks); the root never
+            # runs actor code.
+            self.imports_asked += 1
+            self.zygote.send(CheckImports(self.imports_asked, tuple(classes)))
+        else:
+            self._apply_reload(run)
+
+    def _oversized(self, new: Config, plan: ReloadPlan) -> list[ConfigIssue]:
+        """Changes too big for one message of the system channel, which would
+        never reach the actors."""
+        def check(where: str, message) -> None:
+            size = len(system_encoder.encode(message))
+            if size > system_channel.MAX_MESSAGE:
+                issues.append(ConfigIssue(where, f"too large to send to the running actors "
+                                          f"({size} bytes; at most {system_channel.MAX_MESSAGE}):"
+                                          " restart alysd to apply it"))
+        issues: list[ConfigIssue] = []
+        for change in plan.changed:
+            if change.treatment is Treatment.LIVE:
+                spec = new.actors[change.name]
+                check(_config_key("actors", spec.pool or spec.name), Reconfigure(0, spec))
+        directory = self._directory(new, plan.removed)
+        if directory != self.directory:
+            added = {name: 0 for name in directory.peers if name not in self.directory.peers}
+            check("actors", Topology.between(self.generation + 1, self.directory, directory, added))
+        return issues
+
+    def _imports_checked(self, msg: ImportsChecked) -> None:
+        run = self.reloading
+        if run is None or run.phase != "checking" or msg.request != self.imports_asked:
+            return
+        if msg.issues:
+            paths = {spec.class_path: _config_key("actors", spec.pool or name, "class")
+                     for name, spec in run.new.actors.items()}
+            issues = [ConfigIssue(paths.get(class_path, "actors"), f"cannot load {class_path}: "
+                                  f"{error}") for class_path, error in msg.issues]
+            self.reloading = None
+            why = str(ConfigError(issues, run.new.source))
+            log.error("reload (%s) refused: %s", run.trigger, why)
+            if run.answer is not None:
+                run.answer(False, CommandError(why))
+            return
+        self._apply_reload(run)
+
+    def _apply_reload(self, run: ReloadRun) -> None:
+        log.info("reload (%s) of %s: %s", run.trigger, run.new.source or "the configuration",
+                 _summary(describe(run.plan)))
+        self.notifier.reloading()
+        run.phase = "applying"
+        self._apply_config(run, run.new, run.plan, forward=True)
+
+    def _apply_config(self, run: ReloadRun, new: Config, plan: ReloadPlan, *, forward: bool) -> None:
+        """Make ``new`` the running config with the least disruption: root-side
+        values in place; the new directory to the zygote and every actor; then
+        stop what was removed, reconfigure what can change live, restart what
+        cannot (in start order), start what was added. Going ``forward``, what is
+        stopped preserves its state for its next incarnation; rolling back, the
+        state preserved going forward is restored instead."""
+        now = time.monotonic()
+        run.deadline = now + new.system.reload_timeout
+        run.awaited = {}
+        self.config = new
+        self.sups = {name: SupervisorNode(
+            spec, self._window_for(name, spec), [child for _, child in new.children(name)])
+            for name, spec in new.supervisors.items()}
+        for name in plan.added:
+            child = self.children.get(name)
+            if child is None:
+                self.children[name] = Child(new.actors[name], track=ChildTrack(new.actors[name]))
+            else:   # removed going forward and still stopping: it stays
+                child.spec, child.removing, child.held = new.actors[name], False, False
+        # Records in the new start order; removed ones last, so that a shutdown
+        # now stops them first.
+        self.children = {**{name: self.children[name] for name in new.actors},
+                         **{name: c for name, c in self.children.items() if name not in new.actors}}
+        retune = self.vitals.reconfigure(new)
+        live, restart = [], []
+        for change in plan.changed:
+            child = self.children[change.name]
+            before, child.spec = child.spec, new.actors[change.name]
+            if (before.strategy, before.backoff, before.breaker) != (
+                    child.spec.strategy, child.spec.backoff, child.spec.breaker):
+                child.track = ChildTrack(child.spec)
+            else:
+                child.track.spec = child.spec
+            if change.treatment is Treatment.RESTART or (
+                    not forward and (change.name in run.restarted
+                                     or child.state != State.RUNNING)):
+                # Rolling back, what going forward restarted (or left not running)
+                # is restarted again, to get its state from before the reload back.
+                restart.append(change.name)
+            elif change.treatment is Treatment.LIVE:
+                live.append(change.name)
+        for name in retune:
+            child = self.children.get(name)
+            if child is not None and child.pid is not None and name not in restart:
+                child.vital = self.vitals.retune(name, child.pid, child.vital)
+        self._publish_directory(new, keep=plan.removed)
+        for name in plan.removed:
+            child = self.children[name]
+            run.awaited[name] = Awaited(name=name, awaiting=Awaiting.GONE,
+                                        incarnation=child.incarnation, restarts=child.restarts,
+                                        health_before=child.health)
+            child.removing = child.held = True
+            child.restart_after_stop = False
+            child.reason = "removed by a reload"
+            self.start_queue.pop(name, None)
+            self.delayed.pop(name, None)
+            if child.live:
+                if forward and child.conn is not None:
+                    run.preserved[name] = self._preserve_on_stop(child)
+                self._queue_stop(name)
+            else:
+                child.state = State.STOPPED
+        for name in live:
+            self._reconfigure_live(run, self.children[name])
+        if forward:
+            for name in restart:
+                run.restarted[name] = list(next(c.fields for c in plan.changed if c.name == name))
+        self._reload_restart(run, restart, forward=forward)
+        for name in plan.added:
+            child = self.children[name]
+            child.restore_from = None if forward else run.preserved.get(name)
+            if not child.live:
+                child.state, child.reason = State.STARTING, None
+            self._expect_incarnation(run, child)
+        self._restart_group_of([n for n in plan.added if self.children[n].live])
+        self.start_queue.update(dict.fromkeys(n for n in plan.added if not self.children[n].live))
+        if new.system.watch_config and new.source and self.next_config_look is None:
+            self._watch_config_file()
+        elif not new.system.watch_config:
+            self.next_config_look = None
+
+    def _window_for(self, name: str, spec: SupervisorSpec) -> RestartWindow:
+        """A supervisor's restart window: kept across a reload that left its
+        intensity alone, so a reload cannot be used to forget a crash loop."""
+        node = self.sups.get(name)
+        if node is not None and (node.spec.max_retries, node.spec.within_time) == (
+                spec.max_retries, spec.within_time):
+            return node.window
+        return RestartWindow(spec.max_retries, spec.within_time)
+
+    def _publish_directory(self, new: Config, keep: tuple[str, ...] = ()) -> None:
+        """Tell the zygote (so later forks inherit it) and every actor who can be
+        messaged now, when that changed. Removed actors still stopping are
+        ``keep``: their senders go on holding what they sent them until they are
+        gone (a message one is handling is then not also dead-lettered)."""
+        directory = self._directory(new, keep)
+        if directory == self.directory:
+            return
+        added = [name for name in directory.peers if name not in self.directory.peers]
+        slots = {name: self.table.index[name] if name in self.table.index else self.table.add(name)
+                 for name in added}
+        topology = Topology.between(self.generation + 1, self.directory, directory, slots)
+        self.directory = directory
+        self.topologies.append(topology)
+        self.zygote.send(topology)
+        for child in self.children.values():
+            if child.conn is not None and child.pid is not None:
+                deliver(self._recipient(child), [topology])
+                child.generation = self.generation
+
+    def _directory(self, config: Config, keep: Iterable[str] = ()) -> Directory:
+        directory = Directory.from_config(config)
+        kept = {name: self.directory.peers[name] for name in keep if name in self.directory.peers}
+        if kept:
+            directory = msgspec.structs.replace(directory, peers={**directory.peers, **kept})
+        return directory
+
+    def _preserve_on_stop(self, child: Child) -> str:
+        path = self.rundir.state_blob(child.name)
+        deliver(self._recipient(child), [PreserveOnStop(path)])
+        return path
+
+    def _reconfigure_live(self, run: ReloadRun, child: Child) -> None:
+        """Send a running actor its new spec; one not running takes it when it
+        next starts."""
+        if child.held or child.state != State.RUNNING or child.conn is None:
+            return
+        self.reconfigure_seq += 1
+        deliver(self._recipient(child), [Reconfigure(self.reconfigure_seq, child.spec)])
+        run.awaited[child.name] = Awaited(
+            name=child.name, awaiting=Awaiting.ANSWER, incarnation=child.incarnation,
+            restarts=child.restarts, health_before=child.health, seq=self.reconfigure_seq)
+
+    def _reload_restart(self, run: ReloadRun, names: list[str], *, forward: bool) -> None:
+        """Restart these actors with their new spec, in start order, carrying their
+        state; an actor an operator stopped stays stopped."""
+        names = [name for name in names if not self.children[name].held]
+        for name in names:
+            child = self.children[name]
+            self.delayed.pop(name, None)   # a backoff in progress is overtaken
+            if forward:
+                child.restore_from = (self._preserve_on_stop(child)
+                                      if child.live and child.conn is not None else None)
+                if child.restore_from is not None:
+                    run.preserved[name] = child.restore_from
+            else:
+                child.restore_from = run.preserved.get(name)
+            self._expect_incarnation(run, child)
+        self._restart_group_of(names)
+
+    def _expect_incarnation(self, run: ReloadRun, child: Child) -> None:
+        run.awaited[child.name] = Awaited(
+            name=child.name, awaiting=Awaiting.INCARNATION, incarnation=child.incarnation,
+            restarts=child.restarts, health_before=child.health)
+
+    def _reconfigured(self, child: Child, msg: Reconfigured) -> None:
+        child.health, child.health_reason = msg.health, msg.health_reason
+        run = self.reloading
+        awaited = run.awaited.get(child.name) if run is not None else None
+        if awaited is None or awaited.awaiting is not Awaiting.ANSWER or awaited.seq != msg.seq:
+            return
+        awaited.outcome, awaited.error = msg.outcome, msg.error
+        if msg.outcome == "needs_restart":
+            # Its class cannot take a new config live: a new incarnation takes it.
+            change = next((c for c in run.plan.changed if c.name == child.name), None)
+            run.restarted[child.name] = list(change.fields) if change else ["config"]
+            self._reload_restart(run, [child.name], forward=run.phase == "applying")
+
+    def _advance_reload(self, now: float) -> None:
+        run = self.reloading
+        if run.phase == "checking":
+            return
+        verdicts = {name: judge(awaited, self._facts(awaited))
+                    for name, awaited in run.awaited.items()}
+        failed = {name: v for name, v in verdicts.items() if v not in (SETTLED, WAITING)}
+        if not failed and all(v == SETTLED for v in verdicts.values()):
+            if run.phase == "applying":
+                self._end_reload(True)
+            else:
+                self._end_reload(False, f"{run.failure}; rolled back to the previous "
+                                        "configuration")
+            return
+        if not failed and now < run.deadline:
+            return
+        if not failed:
+            timeout = self.config.system.reload_timeout   # of the config being applied
+            late = [run.awaited[name] for name, v in verdicts.items() if v == WAITING]
+            failed = {a.name: f"{unsettled_reason(a, self._facts(a))} {timeout:g}s after the "
+                              "reload" for a in late}
+        why = "; ".join(f"actor {name}: {reason}" for name, reason in failed.items())
+        if run.phase == "applying":
+            run.failure = f"reload failed: {why}"
+            log.error("reload (%s) failed (%s): rolling back to the previous configuration",
+                      run.trigger, why)
+            run.phase = "rolling_back"
+            self.notifier.reloading()
+            self._apply_config(run, run.old, plan_reload(run.new, run.old), forward=False)
+        else:
+            self._end_reload(False, f"{run.failure}; the rollback did not settle either ({why})")
+
+    def _facts(self, awaited: Awaited) -> Facts | None:
+        """What a reload judges of an actor; None once it is gone, or (unless
+        its removal is what is awaited) once a reload removed it."""
+        child = self.children.get(awaited.name)
+        if child is None or (child.removing and awaited.awaiting is not Awaiting.GONE):
+            return None
+        return Facts(child.state.value, child.incarnation, child.restarts, child.health)
+
+    def _end_reload(self, ok: bool, why: str | None = None) -> None:
+        run, self.reloading = self.reloading, None
+        for child in self.children.values():
+            child.restore_from = None
+        for path in run.preserved.values():
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        took = round(time.monotonic() - run.began, 3)
+        if ok:
+            report = describe(run.plan) | {
+                "outcome": "applied", "trigger": run.trigger, "config": run.new.source,
+                "seconds": took, "restarted": run.restarted,
+                "updated_live": {c.name: list(c.fields) for c in run.plan.changed
+                                 if c.treatment is not Treatment.RESTART
+                                 and c.name not in run.restarted}}
+            log.info("reload (%s) applied in %.3fs: %s", run.trigger, took, _summary(report))
+            if run.answer is not None:
+                run.answer(True, report)
+        else:
+            log.error("reload (%s): %s", run.trigger, why)
+            if run.answer is not None:
+                run.answer(False, CommandError(why))
+        if not self.shutting_down:
+            self.notifier.ready(self._status_line())
+
+    def _drop_removed(self) -> None:
+        """Forget the actors a reload removed once they have stopped: their
+        records, sockets, watches, and (dead-lettered) undelivered messages;
+        then tell the others they are gone."""
+        dropped = False
+        for name, child in list(self.children.items()):
+            if not child.removing or child.live or child.state == State.STOPPING:
+                continue
+            for cmd in self.commands:
+                if name in cmd.names:
+                    cmd.names.remove(name)
+            self._fail_relayed_requests(child, child.last_exit or LastExit(reason="removed"))
+            relay = self.relays.pop(name, None)
+            if relay is not None:
+                self.poller.remove_zmq(relay.sock)
+                del self.relay_of[relay.sock]
+                relay.sock.close(linger=0)
+            for table in (self.start_queue, self.timers, self.delayed, self.round_robin):
+                table.pop(name, None)
+            self.open_breakers.discard(name)
+            self.vitals.forget(name)
+            path = self.rundir.outbox(name)
+            try:
+                self.bus.undelivered(name, outbox_journal.recover(path))
+            except AlysdError as exc:
+                log.error("could not dead-letter the undelivered messages of %s: %s", name, exc)
+            outbox_journal.remove(path)
+            try:
+                os.unlink(self.rundir.inbox(name))
+            except FileNotFoundError:
+                pass
+            del self.children[name]
+            dropped = True
+            log.info("actor %s removed by a reload", name)
+        if dropped:
+            self._publish_directory(self.config, keep=tuple(
+                name for name, child in self.children.items() if child.removing))
+
+    def _watch_config_file(self) -> None:
+        self.config_seen = _file_signature(self.config.source)
+        self.config_changing = None
+        self.next_config_look = time.monotonic() + WATCH_INTERVAL
+
+    def _look_at_config_file(self, now: float) -> None:
+        """``watch_config``: reload once the file changed and then stayed the same
+        for one look (an editor writing it in steps is not caught half way)."""
+        self.next_config_look = now + WATCH_INTERVAL
+        seen = _file_signature(self.config.source)
+        if seen == self.config_seen or self.reloading is not None:
+            return
+        if seen != self.config_changing:
+            self.config_changing = seen
+            return
+        self.config_seen, self.config_changing = seen, None
+        self._begin_reload("file change", None)
+
+
     def cmd_version(self, args: dict, answer) -> None:
         answer(True, version_info() | {"pid": os.getpid(), "runtime_dir": self.rundir.path,
                                        "config": self.config.source,
@@ -1288,6 +1753,34 @@ def _wait_pid(pid: int, timeout: float) -> bool:
         return False
     os.waitpid(pid, 0)
     return True
+
+
+def _file_signature(path: str | None) -> tuple | None:
+    """What tells a changed file from the one last loaded (None: unreadable)."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError):
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _config_key(*parts: str) -> str:
+    return ".".join(parts)
+
+
+def _summary(report: dict) -> str:
+    """One log line of what a reload changes."""
+    parts = [f"{key} {', '.join(report[key])}" for key in ("added", "removed") if report[key]]
+    parts += [f"{key.replace('_', ' ')} {', '.join(report[key])}"
+              for key in ("restarted", "updated_live") if report[key]]
+    sups = [f"{k} {', '.join(v)}" for k, v in report["supervisors"].items() if v]
+    if sups:
+        parts.append("supervisors " + "; ".join(sups))
+    if report["system"]:
+        parts.append("settings " + ", ".join(report["system"]))
+    if report["sections"]:
+        parts.append("sections " + ", ".join(report["sections"]))
+    return "; ".join(parts) or "nothing"
 
 
 def _describe(exit: LastExit | None) -> str:

@@ -57,8 +57,10 @@ def short_tempdir(prefix: str = "alysd-") -> str:
 class RunningDaemon:
     """A live alysd subprocess and a control client for it."""
 
-    def __init__(self, proc: subprocess.Popen, rundir: RuntimeDir, workdir: str, log_path: str):
+    def __init__(self, proc: subprocess.Popen, rundir: RuntimeDir, workdir: str, log_path: str,
+                 config_path: str):
         self.proc = proc
+        self.config_path = config_path
         self.rundir = rundir
         self.workdir = workdir
         self.log_path = log_path
@@ -122,7 +124,7 @@ def run_daemon(config: str | Path, *, python_path: list[str] | None = None, env:
                extra_args: list[str] | None = None) -> Iterator[RunningDaemon]:
     """Start alysd on ``config`` (TOML text, or a ``Path`` to a file) and stop it afterwards.
 
-    ``python_path`` entries are prepended to PYTHONPATH so that test actor
+    ``config_path`` of the daemon is the file it reloads. ``python_path`` entries are prepended to PYTHONPATH so that test actor
     modules import. ``state_dir`` (default: a fresh one inside the temporary
     work dir) is where the dead-letter queue lives; pass the same one to two
     runs to see state survive a restart. With ``wait``, returns once every actor is running. On exit
@@ -137,7 +139,10 @@ def run_daemon(config: str | Path, *, python_path: list[str] | None = None, env:
         Path(config_path).write_text(config)
     rundir = RuntimeDir(os.path.join(workdir, "run"))
     log_path = os.path.join(workdir, "alysd.log")
-    child_env = dict(os.environ if env is None else env)
+    # The environment's ALYS_* variables are configuration layers: a test gets only
+    # the ones it passes.
+    child_env = {k: v for k, v in (os.environ if env is None else env).items()
+                 if env is not None or not k.startswith("ALYS_")}
     paths = [*(python_path or []), str(REPO_ROOT), child_env.get("PYTHONPATH", "")]
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     child_env.pop("ALYSD_RUNTIME_DIR", None)
@@ -148,7 +153,7 @@ def run_daemon(config: str | Path, *, python_path: list[str] | None = None, env:
             [sys.executable, "-m", "alysd", "--config", config_path, "--runtime-dir", rundir.path,
              "--state-dir", state_dir, *(extra_args or [])],
             stdout=log, stderr=subprocess.STDOUT, env=child_env, cwd=workdir)
-    daemon = RunningDaemon(proc, rundir, workdir, log_path)
+    daemon = RunningDaemon(proc, rundir, workdir, log_path, config_path)
     tree: list[psutil.Process] = []
     try:
         if wait:

@@ -93,3 +93,26 @@ def format_size(n: int) -> str:
         if abs(value) < 1024:
             break
     return f"{value:.1f} {unit}"
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as the config spells it, in the largest unit that keeps it
+    whole ("4s", "100ms", "6h"), else in seconds with every digit kept
+    ("1.25s"); ``parse_duration`` of the result gives ``seconds`` back."""
+    exact = Decimal(repr(float(seconds)))
+    if not exact:
+        return "0s"
+    for unit in ("h", "m", "s", "ms", "us"):
+        count = exact / DURATION_UNITS[unit]
+        if count == count.to_integral_value():
+            return f"{int(count)}{unit}"
+    return f"{exact:f}s"
+
+
+def size_text(n: int) -> str:
+    """``n`` bytes as the config spells it, in the largest unit that divides it
+    exactly ("16GiB", "1GB", "1500B"); ``parse_size`` of the result is ``n``."""
+    for unit in ("TiB", "TB", "GiB", "GB", "MiB", "MB", "KiB", "kB"):
+        if n and n % SIZE_UNITS[unit] == 0:
+            return f"{n // SIZE_UNITS[unit]}{unit}"
+    return f"{n}B"

@@ -107,6 +107,39 @@ class Vitals:
                           name, exc)
         return vital
 
+    def reconfigure(self, config: Config) -> set[str]:
+        """Take a reloaded config: its system values and every actor's limits.
+        Returns the actors whose running incarnation must be ``retune``d: those
+        whose limits changed, or all of them when the reading pace or the
+        breach count changed."""
+        pace = (self.system.sample_interval, self.system.limit_breaches)
+        self.system = config.system
+        limits = {name: Limits.of(spec) for name, spec in config.actors.items()}
+        if pace != (config.system.sample_interval, config.system.limit_breaches):
+            retune = set(limits)
+        else:
+            retune = {name for name, new in limits.items() if self.limits.get(name, new) != new}
+        self.limits = limits
+        return retune
+
+    def retune(self, name: str, pid: int, vital: Vital) -> Vital:
+        """Watch a running incarnation under its new limits: it is read at the new
+        pace and judged afresh (readings over the old limits do not count
+        against the new ones); what is known of its heartbeat and probes stays."""
+        fresh = self.spawned(name, pid)
+        fresh.beat, fresh.beat_seen = vital.beat, vital.beat_seen
+        fresh.probe, fresh.probe_sent = vital.probe, vital.probe_sent
+        return fresh
+
+    def forget(self, name: str) -> None:
+        """``name`` is no longer configured: nothing of it is watched any more."""
+        self.sampler.forget(name)
+        if self.caps is not None:
+            try:
+                self.caps.remove(name)
+            except CgroupError as exc:
+                log.warning("could not remove the cgroup of actor %s: %s", name, exc)
+
     def ended(self, name: str) -> float:
         """Stop watching ``name``'s incarnation; returns the CPU seconds it used
         (as of its last reading)."""

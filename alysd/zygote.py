@@ -12,6 +12,11 @@ SIGCHLD, never on a timer) and reports each ``Exited`` with its raw status. It i
 a child subreaper too, so actors' orphaned descendants are reaped here rather
 than by PID 1.
 
+A reload reaches the zygote as ``CheckImports`` (the new actor classes are
+imported here first; they stay loaded, so later forks share them) and
+``Topology`` (the directory and actor-table slots every later fork inherits;
+warm spares forked before it are replaced, since they hold the old ones).
+
 Death chain: the zygote dies with the root (PR_SET_PDEATHSIG) and every actor
 dies with the zygote, so SIGKILL of alysd leaves nothing behind. The flip side,
 chosen on purpose: a zygote crash takes every actor with it, and the root
@@ -41,13 +46,16 @@ from alysd.config import Config, check_imports, import_actor_class
 from alysd.exits import ExitCode
 from alysd.process import become_subreaper, die_with_parent, reap_exited, set_title
 from alysd.runtime_dir import RuntimeDir
-from alysd.protocol import (SYSTEM_MAIL, ActorBoot, Directory, Exited, Preloaded, Spawn, Spawned,
-                            SpawnFailed, system_encoder, zygote_decoder)
+from alysd.protocol import (SYSTEM_MAIL, ActorBoot, CheckImports, Directory, Exited, ImportsChecked,
+                            Preloaded, Spawn, Spawned, SpawnFailed, Topology, system_encoder,
+                            zygote_decoder)
 
 _MAX_DATAGRAM = 1 << 22
 WARM_SPARES = 1
 SPARE_REFILL_DELAY = 0.03   # seconds after a spare is used before the next one is forked
 log = logging.getLogger("alysd.zygote")
+# The signals the zygote handles (through its wakeup fd); it ignores the others.
+_HANDLED = (signal.SIGCHLD, signal.SIGTERM)
 
 
 class ZygoteHandle:
@@ -192,7 +200,35 @@ class _Zygote:
             return True
         if isinstance(msg, Spawn):
             self._spawn(msg)
+        elif isinstance(msg, Topology):
+            self._use_topology(msg)
+        elif isinstance(msg, CheckImports):
+            self._tell(ImportsChecked(msg.request, self._check_imports(msg.class_paths)))
         return True
+
+    def _use_topology(self, topology: Topology) -> None:
+        if topology.generation < self.directory.generation:
+            return
+        self.table.adopt(topology.slots)
+        self.directory = self.directory.with_topology(topology)
+        # A spare holds the directory and slots of its fork: it leaves (its boot
+        # pipe closes) and a new one inherits the new ones.
+        for _, fd in self.spares:
+            os.close(fd)
+        self.spares = []
+        self._top_up_spares()
+
+    def _check_imports(self, class_paths: tuple[str, ...]) -> list[tuple[str, str]]:
+        issues = []
+        for class_path in class_paths:
+            try:
+                import_actor_class(class_path)
+            except Exception as exc:  # importing runs arbitrary module code
+                issues.append((class_path, f"{type(exc).__name__}: {exc}"))
+        # What was imported is shared by later forks, like the preloaded classes.
+        gc.collect()
+        gc.freeze()
+        return issues
 
     def _spawn(self, msg: Spawn) -> None:
         boot = msg.boot
@@ -218,11 +254,22 @@ class _Zygote:
         sys.stdout.flush()
         sys.stderr.flush()
         zygote_pid = os.getpid()
-        pid = os.fork()
+        # Until the child has dropped the zygote's handlers, a signal sent to it
+        # (a stop of the actor it becomes) would run them and write to the
+        # zygote's wakeup fd, and the zygote would take it for its own (a
+        # SIGTERM meant for the new actor stopped the zygote). Held back until
+        # then, it has the child's own effect.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            raise
         if pid == 0:
             code = ExitCode.CRASH
             try:
                 self._after_fork(zygote_pid)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 code = body(*args)
             except BaseException:
                 traceback.print_exc()
@@ -230,6 +277,7 @@ class _Zygote:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
         except OSError:

@@ -279,3 +279,92 @@ class Hog(Actor):
         elif op == "pid":
             return os.getpid()
         return "ok"
+
+
+# --- reload tests --------------------------------------------------------------------------------
+
+class Tunable(Actor):
+    """Takes a new config live (``config_changed``) and keeps it for ``health_check``.
+
+    Requests: ``{"op": "config"}`` answers ``ctx.config``, ``{"op": "settings"}``
+    ``ctx.settings``, ``{"op": "pid"}`` its pid. Config keys:
+
+        refuse   config_changed() raises when the *new* config has ``"refuse": true``
+        sick     health_check() answers Unhealthy while the config has ``"sick": true``
+    """
+
+    def started(self, ctx):
+        self.config = ctx.config
+
+    def config_changed(self, new, ctx):
+        if new.get("refuse"):
+            raise ValueError("told to refuse this config")
+        self.config = new
+
+    def health_check(self):
+        from alysd import Unhealthy
+
+        if self.config.get("sick"):
+            return Unhealthy("the config says sick")
+        return super().health_check()
+
+    def handle_message(self, m, ctx):
+        op = m["op"]
+        if op == "config":
+            return ctx.config
+        if op == "settings":
+            return ctx.settings
+        if op == "pid":
+            return os.getpid()
+        raise ValueError(f"unknown op {op!r}")
+
+
+class Counter(Actor):
+    """Counts the messages it handles, and answers each (``{"op": "count"}`` say)
+    with the count so far, itself included; ``{"op": "pid"}`` answers its pid. The
+    count is carried across a reload restart (``preserve_state`` /
+    ``restore_state``, as msgpack). Config keys:
+
+        fail_start   started() raises
+        preserve     "raise": preserve_state() raises; "not_bytes": it returns a str;
+                     "garbage": it returns bytes restore_state() cannot read (so the
+                     next incarnation fails to start)
+    """
+
+    def __init__(self):
+        self.count = 0          # restore_state() runs before started()
+
+    def started(self, ctx):
+        if ctx.config.get("fail_start"):
+            raise RuntimeError("told to fail in started()")
+        self.preserve = ctx.config.get("preserve")
+
+    def preserve_state(self):
+        if self.preserve == "raise":
+            raise RuntimeError("preserve_state() told to fail")
+        if self.preserve == "not_bytes":
+            return str(self.count)
+        if self.preserve == "garbage":
+            return b"\xc1"
+        return msgspec.msgpack.encode(self.count)
+
+    def restore_state(self, state):
+        self.count = msgspec.msgpack.decode(state, type=int)
+
+    def handle_message(self, m, ctx):
+        self.count += 1
+        if isinstance(m, dict) and m.get("op") == "pid":
+            return os.getpid()
+        return self.count
+
+
+class NoLive(Actor):
+    """Has no ``config_changed``: a new config needs a restart. ``{"op": "config"}``
+    answers ``ctx.config``, ``{"op": "pid"}`` its pid."""
+
+    def handle_message(self, m, ctx):
+        if m["op"] == "config":
+            return ctx.config
+        if m["op"] == "pid":
+            return os.getpid()
+        raise ValueError(f"unknown op {m['op']!r}")

@@ -145,8 +145,8 @@ def test_bad_config_refuses_to_start_and_names_the_key(tmp_path, short_tmp, toml
 
 
 def test_usage_errors_exit_2():
-    assert _alysd().returncode == 2
     assert _alysd("--dev", "--config", "x.toml").returncode == 2
+    assert _alysd("--set", "no-equals-sign", "--dev").returncode == 2
 
 
 def test_version_names_the_libraries():

@@ -27,6 +27,7 @@ from tests.conftest import REPO, actor_toml, tree_toml
 UNIT = Path(REPO, "systemd", "alysd.service")
 SYSUSERS = Path(REPO, "systemd", "alysd.sysusers")
 SHIPPED_ALYSD = "/opt/alysd/bin/alysd"
+SHIPPED_ALYSCTL = "/opt/alysd/bin/alysctl"
 SYSTEMD_VARS = (b"NOTIFY_SOCKET=", b"WATCHDOG_USEC=", b"WATCHDOG_PID=")
 
 
@@ -48,13 +49,15 @@ def unit_settings(text: str) -> dict[str, dict[str, list[str]]]:
 
 # --- the unit file ---------------------------------------------------------------------
 
-def _alysd_executable(workdir: str) -> str:
-    """The test environment's ``alysd`` script, or a stand-in that runs this Python's alysd."""
-    installed = shutil.which("alysd", path=os.path.dirname(sys.executable))
+def _alysd_executable(workdir: str, program: str = "alysd") -> str:
+    """The test environment's ``alysd`` (or ``alysctl``) script, or a stand-in that
+    runs this Python's."""
+    installed = shutil.which(program, path=os.path.dirname(sys.executable))
     if installed:
         return installed
-    shim = os.path.join(workdir, "alysd")
-    Path(shim).write_text(f"#!/bin/sh\nexec {sys.executable} -m alysd \"$@\"\n")
+    module = {"alysd": "alysd", "alysctl": "alysd.ctl"}[program]
+    shim = os.path.join(workdir, program)
+    Path(shim).write_text(f"#!/bin/sh\nexec {sys.executable} -m {module} \"$@\"\n")
     os.chmod(shim, 0o755)
     return shim
 
@@ -69,8 +72,11 @@ def test_the_unit_file_verifies(short_tmp):
     # where an installation puts it, not where this test runs: verify a copy
     # that differs in that path alone.
     copy = Path(short_tmp, "alysd.service")
+    assert shipped.count(f"ExecReload={SHIPPED_ALYSCTL} ") == 1
     copy.write_text(shipped.replace(f"ExecStart={SHIPPED_ALYSD} ",
-                                    f"ExecStart={_alysd_executable(short_tmp)} "))
+                                    f"ExecStart={_alysd_executable(short_tmp)} ")
+                           .replace(f"ExecReload={SHIPPED_ALYSCTL} ",
+                                    f"ExecReload={_alysd_executable(short_tmp, 'alysctl')} "))
     result = subprocess.run([analyze, "verify", "--man=no", str(copy)], check=False,
                             capture_output=True, text=True, timeout=30)
     output = result.stdout + result.stderr

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from alysd.config import (MAX_INSTANCES, ActorSpec, Backpressure, BackoffSpec, BatchSpec,
                           ChildPolicy, Config, ConfigError, Delivery, MailboxSpec, PoolRouting,
                           Restart, Strategy, SupervisorSpec, SystemSpec, check_imports,
-                          config_from_dict, import_actor_class, load_config, parse_config)
+                          config_from_dict, import_actor_class, load_config, parse_config,
+                          settings_of)
 from alysd.errors import ConfigIssue
 from alysd.runtime_dir import MAX_NAME
 
@@ -86,7 +87,8 @@ def test_example_decodes_to_specs():
     assert config.root == "alys"
     assert config.system == SystemSpec(runtime_dir="/run/alysd", heartbeat_interval=1.0,
                                        start_timeout=20.0, shutdown_timeout=3.0,
-                                       max_message_bytes=16 << 20, log_level="debug")
+                                       max_message_bytes=16 << 20)
+    assert config.logging.level == "debug"  # system.log_level is its alias
     assert config.supervisors["chain_supervisor"] == SupervisorSpec(
         name="chain_supervisor", parent="alys", strategy=Strategy.ONE_FOR_ONE,
         max_retries=5, within_time=10.0)
@@ -808,8 +810,68 @@ plausible = {
 }
 for duration_key in ("heartbeat_interval", "start_timeout", "within_time", "initial_delay",
                      "max_delay", "reset_after", "recovery_timeout", "delivery_timeout",
-                     "max_wait"):
+                     "max_wait", "reload_timeout", "slot_duration", "poll_interval",
+                     "backup_interval", "connect_timeout"):
     plausible[duration_key] = durations
+
+# The node sections: valid keys and addresses, and near misses.
+BLS_KEY = ("97f1d3a73197d7942695638c4fa9ac0fc3688c4f9774b905a14e3a3f171bac586c55e83ff97a1aeffb3af00"
+           "adb22c6bb")  # the BLS12-381 G1 generator, compressed
+SECP_KEY = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"  # secp256k1's G
+EVM_ADDRESS = "0x" + "ab" * 20
+SECRET = "hunter2"
+paths = st.sampled_from(["/etc/alysd/jwt.hex", ""])
+endpoints = st.sampled_from(["127.0.0.1:0", "0.0.0.0:30303", "[::1]:9615", "localhost:1", "x",
+                             "h:70000", ":1"])
+urls = st.sampled_from(["http://127.0.0.1:8551", "https://node.example", "ws://10.0.0.1:1",
+                        "wss://gov.example", "ftp://x", f"http://u:{SECRET}@h", "http://", "nope"])
+small = st.integers(-1, 3)
+plausible.update({
+    "environment": st.sampled_from(["development", "staging", "production", "prod"]),
+    "watch_config": st.booleans(),
+    "uses": st.lists(st.sampled_from(["chain", "bridge", "sync", "ledger"]), max_size=3),
+    "chain_id": small, "max_blocks_without_pow": small, "required_btc_confirmations": small,
+    "bitcoin_start_height": small, "max_peers": small, "backup_keep": small,
+    "pegin_confirmations": small, "pegout_confirmations": small,
+    "checkpoint_interval": small, "checkpoints_kept": small,
+    "federation_threshold": st.integers(-1, 4),
+    "is_validator": st.booleans(), "dev_keys": st.booleans(),
+    "authorities": st.lists(st.sampled_from([BLS_KEY, "0x" + BLS_KEY.upper(), "zz",
+                                             "80" + "00" * 47, "c0" + "00" * 47]), max_size=3),
+    "federation": st.lists(st.sampled_from([EVM_ADDRESS, "0x" + "cd" * 20, "0x12"]), max_size=3),
+    "federation_bitcoin_pubkeys": st.lists(st.sampled_from([SECP_KEY, "02" + "11" * 32,
+                                                           "04" + "00" * 32]), max_size=3),
+    "engine_url": urls, "bitcoin_rpc_url": urls, "endpoints": st.lists(urls, max_size=2),
+    "jwt_secret_file": paths, "validator_key_file": paths, "bitcoin_rpc_password_file": paths,
+    "data_dir": paths, "bitcoin_rpc_user": st.sampled_from(["alys", ""]),
+    "bitcoin_rpc_password": st.just(SECRET),
+    "listen": endpoints, "external_address": endpoints,
+    "bootnodes": st.lists(endpoints, max_size=2),
+    "bitcoin_network": st.sampled_from(["regtest", "testnet", "signet", "mainnet", "main"]),
+    "bridge_contract": st.sampled_from([EVM_ADDRESS, "0x12"]),
+    "map_size": st.sampled_from(["16GiB", "0B", "12"]),
+    "production_threshold": st.sampled_from([0.95, 1, 0.995, 0.9, 1.5]),
+    "batch_size": st.sampled_from([0, 1, 10000, 10001]),
+    "parallel_downloads": st.sampled_from([0, 1, 256, 257]),
+    "level": st.sampled_from(["debug", "info", "trace"]),
+})
+NODE_KEYS = {
+    "chain": ["chain_id", "slot_duration", "max_blocks_without_pow", "required_btc_confirmations",
+              "bitcoin_start_height", "is_validator", "authorities", "federation",
+              "federation_bitcoin_pubkeys", "engine_url", "jwt_secret_file",
+              "validator_key_file", "dev_keys"],
+    "network": ["listen", "external_address", "bootnodes", "max_peers"],
+    "bridge": ["bitcoin_network", "bitcoin_rpc_url", "bitcoin_rpc_user",
+               "bitcoin_rpc_password_file", "bitcoin_rpc_password", "bridge_contract",
+               "pegin_confirmations", "pegout_confirmations", "federation_threshold",
+               "poll_interval"],
+    "storage": ["data_dir", "map_size", "backup_interval", "backup_keep"],
+    "governance": ["endpoints", "connect_timeout", "heartbeat_interval"],
+    "sync": ["production_threshold", "batch_size", "parallel_downloads", "checkpoint_interval",
+             "checkpoints_kept"],
+    "logging": ["level"],
+    "monitoring": ["listen"],
+}
 
 
 def table_of(keys: list[str], required: tuple[str, ...] = ()) -> st.SearchStrategy[dict]:
@@ -829,17 +891,21 @@ actor_keys = ["supervisor", "class", "strategy", "restart", "memory_limit", "cpu
               "start_timeout", "shutdown_timeout", "initial_delay", "max_delay", "multiplier",
               "max_retries", "reset_after", "failure_threshold", "recovery_timeout",
               "success_threshold", "mailbox", "batch", "instances", "routing", "pool",
-              "subscribe", "config"]
+              "subscribe", "uses", "config"]
 actor_tables = table_of(actor_keys, required=("supervisor", "class"))
 sections = st.fixed_dictionaries({
     "supervisors": st.dictionaries(names, table_of(["parent", "strategy", "max_retries",
                                                     "within_time"]), max_size=4),
 }, optional={
+    "environment": mostly(plausible["environment"]),
     "system": table_of(["runtime_dir", "state_dir", "heartbeat_interval", "start_timeout",
                         "shutdown_timeout", "max_message_bytes", "log_level",
-                        "dead_letter_capacity", "delivery_timeout"]),
+                        "dead_letter_capacity", "delivery_timeout", "reload_timeout",
+                        "watch_config"]),
     "actors": st.dictionaries(names, actor_tables, max_size=4),
+    **{section: table_of(keys) for section, keys in NODE_KEYS.items()},
 })
+TOP_KEYS = ("environment", "system", "supervisors", "actors", *NODE_KEYS, "extra")
 documents = st.tuples(sections, mostly(st.just({}), st.fixed_dictionaries({"extra": junk}))).map(
     lambda parts: parts[0] | parts[1])
 
@@ -864,6 +930,10 @@ def assert_sound(config: Config) -> None:
         assert {config.actors[m].instances for m in members} == {len(members)}
     assert {name: spec.pool for name, spec in config.actors.items() if spec.pool} == {
         member: pool for pool, members in config.pools.items() for member in members}
+    for spec in config.actors.values():  # each actor sees the sections it uses, as they are
+        assert spec.settings == {section: settings_of(getattr(config, section))
+                                 for section in spec.uses}
+    assert all(SECRET not in warning for warning in config.warnings)
 
 
 @settings(max_examples=150, deadline=None)
@@ -906,7 +976,8 @@ def test_generated_documents_yield_config_or_located_issues(data):
         assert e.issues
         for issue in e.issues:
             assert issue.path, issue
-            assert issue.path.split(".")[0] in ("system", "supervisors", "actors", "extra")
+            assert issue.path.split(".")[0].partition("[")[0] in TOP_KEYS
+            assert SECRET not in issue.message  # secrets are never shown
         # The same findings from the dict: the text only adds start order
         # (the writer moves sub-tables last, hence sorted).
         with pytest.raises(ConfigError) as from_dict:

@@ -105,3 +105,84 @@ def test_nothing_leaves_without_being_returned(policy, ops):
             assert len(box) <= 5
     returned += box.drain()
     assert sorted(returned) == offered
+
+
+# --- resize (a reload) ----------------------------------------------------------------------
+
+def test_growing_takes_more_from_the_next_offer():
+    box = Mailbox(1, Backpressure.FAIL)
+    box.offer("a", NORMAL)
+    assert box.offer("b", NORMAL)[0] is Admission.REFUSED
+    box.resize(3)
+    assert box.offer("b", NORMAL) == (Admission.ACCEPTED, None)
+    assert box.offer("c", NORMAL) == (Admission.ACCEPTED, None)
+    assert box.offer("d", NORMAL)[0] is Admission.REFUSED
+    assert box.drain() == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("policy", [Backpressure.FAIL, Backpressure.DROP_NEWEST])
+def test_shrinking_below_the_depth_keeps_everything_and_refuses_until_under(policy):
+    box = Mailbox(5, policy)
+    for entry in "abcd":
+        box.offer(entry, NORMAL)
+    box.resize(2)
+    assert len(box) == 4                       # nothing dropped by the resize
+    assert box.offer("e", CRITICAL) == (Admission.REFUSED, "e")
+    assert box.pop() == "a" and box.pop() == "b" and box.pop() == "c"
+    assert box.offer("f", NORMAL) == (Admission.ACCEPTED, None)     # depth 1 -> 2
+    assert box.offer("g", NORMAL) == (Admission.REFUSED, "g")
+    assert box.drain() == ["d", "f"]
+
+
+def test_shrinking_under_drop_oldest_evicts_one_for_each_one_taken():
+    box = Mailbox(5, Backpressure.DROP_OLDEST)
+    for entry in "abcd":
+        box.offer(entry, NORMAL)
+    box.resize(2)
+    assert box.offer("e", NORMAL) == (Admission.EVICTED, "a")
+    assert len(box) == 4                       # does not grow, shrinks as it is handled
+    assert box.drain() == ["b", "c", "d", "e"]
+
+
+def test_shrinking_under_block_accepts_the_loop_reads_no_more():
+    box = Mailbox(5, Backpressure.BLOCK)
+    for entry in "abcd":
+        box.offer(entry, NORMAL)
+    box.resize(2)
+    assert box.capacity - len(box) < 0         # what the loop reads as "no room"
+    assert box.offer("e", NORMAL) == (Admission.ACCEPTED, None)
+    assert box.drain() == ["a", "b", "c", "d", "e"]
+
+
+def test_resize_refuses_a_capacity_below_one():
+    box = Mailbox(5, Backpressure.FAIL)
+    with pytest.raises(ValueError, match="at least 1"):
+        box.resize(0)
+    assert box.capacity == 5
+
+
+@pytest.mark.parametrize("policy", list(Backpressure))
+@given(ops=st.lists(st.one_of(st.tuples(st.just("offer"), st.integers(0, 3)), st.just(("pop", 0)),
+                              st.tuples(st.just("resize"), st.integers(1, 8))),
+                    max_size=300))
+def test_resizing_loses_nothing_and_keeps_the_order(policy, ops):
+    """With resizes among the offers and pops: every entry is popped, returned or
+    still inside; pops stay in priority order, FIFO within a priority; a resize
+    itself never changes the depth."""
+    box = Mailbox(5, policy)
+    offered, returned = [], []
+    for n, (op, arg) in enumerate(ops):
+        if op == "offer":
+            offered.append(n)
+            _, out = box.offer((arg, n), arg)
+            if out is not None:
+                returned.append(out)
+        elif op == "resize":
+            depth = len(box)
+            box.resize(arg)
+            assert len(box) == depth
+        elif box:
+            returned.append(box.pop())
+    rest = box.drain()
+    assert rest == sorted(rest, key=lambda e: (-e[0], e[1]))
+    assert sorted(n for _, n in returned + rest) == offered

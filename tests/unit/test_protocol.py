@@ -3,15 +3,18 @@ survive their encoders and decoders, and errors come back typed."""
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from alysd.config import (ActorSpec, Backpressure, BackoffSpec, BreakerSpec, ChildPolicy,
+from alysd.config import (ActorSpec, Backpressure, BackoffSpec, BreakerSpec, ChildPolicy, Delivery,
                           MailboxSpec, Restart)
 from alysd.control import (COMMANDS, CtlReply, CtlRequest, reply_decoder, request_decoder,
                            request_encoder)
 from alysd.errors import CommandError, HandlerError, UnknownActor
-from alysd.protocol import (ActorBoot, Exited, FilterHits, Go, HealthProbe, HealthReport, Hello, Preloaded, Ready, Spawn,
-                            SpawnFailed, Spawned, system_decoder, system_encoder,
-                            zygote_decoder)
+from alysd.protocol import (APPLIED, FAILED, ActorBoot, CheckImports, Directory, Exited, FilterHits,
+                            Go, HealthProbe, HealthReport, Hello, ImportsChecked, Peer, Preloaded,
+                            PreserveOnStop, Ready, Reconfigure, Reconfigured, Spawn, SpawnFailed,
+                            Spawned, Topology, system_decoder, system_encoder, zygote_decoder)
 from alysd.zmq_bus import ErrorInfo, decode_any, encode
 
 
@@ -76,12 +79,13 @@ def test_ctl_reply_with_error_gives_the_typed_exception(exc, cls, text):
 def test_every_command_is_documented():
     assert set(COMMANDS) == {"status", "tree", "restart", "stop", "start", "reset", "send",
                              "version", "dead_letters", "dead_letters_replay",
-                             "dead_letters_purge", "filter_add", "filter_list", "filter_remove"}
+                             "dead_letters_purge", "filter_add", "filter_list", "filter_remove",
+                             "reload"}
     for name, cmd in COMMANDS.items():
         assert cmd.name == name and cmd.doc
     assert {n for n, c in COMMANDS.items() if c.mutating} == {
         "restart", "stop", "start", "reset", "send", "dead_letters_replay", "dead_letters_purge",
-        "filter_add", "filter_remove"}
+        "filter_add", "filter_remove", "reload"}
 
 
 # --- system channel --------------------------------------------------------------------
@@ -94,6 +98,11 @@ def test_every_command_is_documented():
     HealthReport(3, 7, "degraded", "db slow"),
     HealthReport(4, 8, "healthy"),
     FilterHits(3, {1: 5}),
+    Reconfigure(4, ActorSpec(name="m", supervisor="root", class_path="m:C",
+                             config={"url": "x"}, settings={"chain": {"id": 7}})),
+    Reconfigured(3, 4, APPLIED, None, "healthy"),
+    Reconfigured(3, 5, FAILED, "ValueError: bad url", "degraded", "db slow"),
+    PreserveOnStop("/var/lib/alysd/state/engine.state"),
 ], ids=lambda m: type(m).__name__)
 def test_system_messages_round_trip(msg):
     got = system_decoder.decode(system_encoder.encode(msg))
@@ -170,3 +179,121 @@ def test_preloaded_issues_decode_as_pairs():
 def test_zygote_decoder_refuses_system_messages():
     with pytest.raises(msgspec.ValidationError):
         zygote_decoder.decode(system_encoder.encode(Hello(1, 2)))
+
+
+def test_reconfigure_keeps_typed_spec_fields():
+    msg = Reconfigure(1, full_spec())
+    got = system_decoder.decode(system_encoder.encode(msg))
+    assert got.spec == msg.spec
+    assert got.spec.mailbox.backpressure is Backpressure.DROP_OLDEST
+
+
+def test_boot_restore_from_defaults_to_none_and_travels():
+    assert boot(full_spec()).restore_from is None
+    with_blob = msgspec.structs.replace(boot(full_spec()), restore_from="/s/engine.state")
+    got = zygote_decoder.decode(system_encoder.encode(Spawn(with_blob)))
+    assert got.boot.restore_from == "/s/engine.state"
+
+
+@pytest.mark.parametrize("msg", [
+    CheckImports(3, ("actors.engine:EngineActor", "actors.new:NewActor")),
+    ImportsChecked(3, []),
+    ImportsChecked(4, [("actors.new:NewActor", "ModuleNotFoundError: No module named 'x'")]),
+], ids=lambda m: type(m).__name__)
+def test_reload_zygote_messages_round_trip(msg):
+    got = zygote_decoder.decode(system_encoder.encode(msg))
+    assert type(got) is type(msg)
+    assert got == msg
+
+
+# --- topology (a reload changes who can be messaged) -------------------------------------------
+
+def peer(capacity: int = 100, backpressure: Backpressure = Backpressure.BLOCK) -> Peer:
+    return Peer(capacity, backpressure, Delivery.AT_LEAST_ONCE, 3)
+
+
+OLD = Directory(
+    peers={"a": peer(), "b": peer(), "w.0": peer(), "w.1": peer()},
+    pools={"w": ("w.0", "w.1")},
+    least_loaded=frozenset(),
+    subscribers={"block": ("a", "w")})
+NEW = Directory(
+    peers={"a": peer(500), "w.0": peer(), "w.1": peer(), "w.2": peer(), "c": peer()},
+    pools={"w": ("w.0", "w.1", "w.2")},
+    least_loaded=frozenset({"w"}),
+    subscribers={"block": ("w",), "reorg": ("c",)})
+
+
+def test_between_carries_only_added_and_changed_peers_and_complete_tables():
+    t = Topology.between(1, OLD, NEW, {"w.2": 4, "c": 5, "a": 0})
+    assert t.generation == 1
+    assert t.peers == {"a": peer(500), "w.2": peer(), "c": peer()}
+    assert t.removed == ("b",)
+    assert t.slots == {"w.2": 4, "c": 5}          # only the added ones
+    assert t.pools == NEW.pools and t.least_loaded == NEW.least_loaded
+    assert t.subscribers == NEW.subscribers
+
+
+def test_between_needs_a_slot_for_every_added_actor():
+    with pytest.raises(ValueError, match="w.2"):
+        Topology.between(1, OLD, NEW, {"c": 5})
+
+
+def test_with_topology_gives_the_new_directory_at_its_generation():
+    t = Topology.between(1, OLD, NEW, {"w.2": 4, "c": 5})
+    got = OLD.with_topology(t)
+    assert got == msgspec.structs.replace(NEW, generation=1)
+    assert "b" not in got.peers
+
+
+def test_applying_a_topology_twice_changes_nothing():
+    t = Topology.between(1, OLD, NEW, {"w.2": 4, "c": 5})
+    once = OLD.with_topology(t)
+    assert once.with_topology(t) == once
+
+
+def test_an_older_topology_is_ignored():
+    first = Topology.between(1, OLD, NEW, {"w.2": 4, "c": 5})
+    second = Topology.between(2, NEW, OLD, {"b": 6})
+    now = OLD.with_topology(first).with_topology(second)
+    assert now.with_topology(first) is now
+    assert now == msgspec.structs.replace(OLD, generation=2)
+
+
+def test_nothing_changed_is_an_empty_topology():
+    t = Topology.between(1, OLD, OLD, {})
+    assert t.peers == {} and t.removed == () and t.slots == {}
+    assert OLD.with_topology(t) == msgspec.structs.replace(OLD, generation=1)
+
+
+@pytest.mark.parametrize("t", [
+    Topology.between(1, OLD, NEW, {"w.2": 4, "c": 5}),
+    Topology.between(2, NEW, OLD, {"b": 6}),
+], ids=["grow", "shrink"])
+def test_topology_travels_on_both_channels(t):
+    for decoder in (system_decoder, zygote_decoder):
+        got = decoder.decode(system_encoder.encode(t))
+        assert type(got) is Topology
+        assert got == t
+        assert got.least_loaded == t.least_loaded and isinstance(got.least_loaded, frozenset)
+
+
+_names = st.sampled_from(["a", "b", "c", "d", "e", "p.0", "p.1"])
+_directories = st.builds(
+    Directory,
+    peers=st.dictionaries(_names, st.builds(peer, st.integers(1, 4),
+                                            st.sampled_from(list(Backpressure)))),
+    pools=st.dictionaries(st.sampled_from(["p", "q"]), st.lists(_names, max_size=3).map(tuple)),
+    least_loaded=st.frozensets(st.sampled_from(["p", "q"])),
+    subscribers=st.dictionaries(st.sampled_from(["x", "y"]), st.lists(_names, max_size=3).map(tuple)))
+
+
+@given(old=_directories, new=_directories, generation=st.integers(1, 5))
+def test_between_then_with_topology_reaches_the_new_directory(old, new, generation):
+    slots = {name: i for i, name in enumerate(new.peers)}
+    t = Topology.between(generation, old, new, slots)
+    got = old.with_topology(t)
+    assert got == msgspec.structs.replace(new, generation=generation)
+    assert got.with_topology(t) == got
+    assert set(t.slots) == set(new.peers) - set(old.peers)
+    assert not set(t.removed) & set(new.peers)
