@@ -26,6 +26,7 @@ from alysd import health, zmq_bus
 from alysd.control import CtlRequest, reply_decoder, request_encoder
 from alysd.errors import AlysdError, NoDaemon, RemoteError
 from alysd.runtime_dir import RuntimeDir, default_runtime_dir
+from alysd.reload import summary
 from alysd.units import format_duration, format_size, parse_duration
 from alysd.versions import version_info
 
@@ -306,21 +307,7 @@ def format_reload(report: dict) -> str:
     head = {"applied": f"reloaded {source} in {report.get('seconds', 0):.3f}s",
             "unchanged": f"no change: {source} matches the running configuration",
             "dry_run": f"dry run of {source} (nothing changed)"}[report["outcome"]]
-    lines = [head]
-    for key, label in (("added", "added"), ("removed", "removed")):
-        if report[key]:
-            lines.append(f"  {label}: {', '.join(report[key])}")
-    for key, label in (("restarted", "restarted"), ("updated_live", "updated live")):
-        if report[key]:
-            lines.append(f"  {label}: " + ", ".join(
-                f"{name} ({', '.join(keys)})" for name, keys in report[key].items()))
-    sups = [f"{what} {', '.join(names)}" for what, names in report["supervisors"].items() if names]
-    if sups:
-        lines.append("  supervisors: " + "; ".join(sups))
-    if report["system"]:
-        lines.append("  settings: " + ", ".join(report["system"]))
-    if report["sections"]:
-        lines.append("  sections: " + ", ".join(report["sections"]))
+    lines = [head] + [f"  {line}" for line in summary(report)]
     return "\n".join(lines)
 
 

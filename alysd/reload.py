@@ -212,6 +212,26 @@ def describe(plan: ReloadPlan) -> dict[str, Any]:
     }
 
 
+def summary(report: dict[str, Any]) -> list[str]:
+    """A report (``describe``, or the supervisor's after a reload) as lines for
+    people: one per kind of change, none when nothing changed."""
+    lines = [f"{label}: {', '.join(report[key])}"
+             for key, label in (("added", "added"), ("removed", "removed")) if report[key]]
+    lines += [f"{label}: " + ", ".join(f"{name} ({', '.join(keys)})"
+                                       for name, keys in report[key].items())
+              for key, label in (("restarted", "restarted"), ("updated_live", "updated live"))
+              if report[key]]
+    supervisors = [f"{what} {', '.join(names)}"
+                   for what, names in report["supervisors"].items() if names]
+    if supervisors:
+        lines.append("supervisors: " + "; ".join(supervisors))
+    if report["system"]:
+        lines.append("settings: " + ", ".join(report["system"]))
+    if report["sections"]:
+        lines.append("sections: " + ", ".join(report["sections"]))
+    return lines
+
+
 class Awaiting(enum.Enum):
     """What a reload waits for from one affected actor."""
 

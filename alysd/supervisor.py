@@ -10,7 +10,7 @@ is the only place that blocks, and each pass is a reconciliation::
       → run control commands (they register what they wait for, never block)
       → advance starts and stops, fire deadlines, answer finished commands
       → read resources that are due and act on limits; check heartbeats; probe
-        health; ping systemd's watchdog
+        health; advance a configuration reload; ping systemd's watchdog
 
 Start is ordered and ready-gated: a child counts as started once its
 ``started()`` returned, and only then does the next one run ``started()``. To
@@ -29,6 +29,12 @@ its restart follows policy like any crash. The HTTP endpoint (``/metrics``,
 ``/health``) runs in its own thread but only ever sees snapshots this loop
 builds when asked (``alysd.monitoring``). systemd hears READY once the whole
 tree is up, STATUS on changes, WATCHDOG only from this loop, STOPPING.
+
+A configuration reload (``alysctl reload``, SIGHUP, a watched file) is one
+``ReloadRun`` at a time, advanced by this loop like everything else: the plan
+comes from ``alysd.reload`` (pure), the new actor classes are imported by the
+zygote, then the changes are applied and the affected actors watched until
+they are healthy, or the previous config is applied again the same way.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from alysd.protocol import (ActorBoot, CheckImports, Directory, Exited, FilterHi
                             PreserveOnStop, Ready, Reconfigure, Reconfigured, Spawn, Spawned,
                             SpawnFailed, Subscribe, Topology, system_encoder)
 from alysd.reload import (SETTLED, WAITING, Awaited, Awaiting, Facts, ReloadPlan, Treatment,
-                          describe, judge, plan_reload, unsettled_reason)
+                          describe, judge, plan_reload, summary, unsettled_reason)
 from alysd.restart import Action, BreakerState, ChildTrack, RestartWindow, plan_group
 from alysd.runtime_dir import DaemonLock, RuntimeDir
 from alysd.sampler import Reading
@@ -325,12 +331,17 @@ class Supervisor:
     def _collect_undelivered(self) -> None:
         """Every actor is gone: dead-letter what their outbox journals still hold."""
         for name in self.children:
-            path = self.rundir.outbox(name)
-            try:
-                self.bus.undelivered(name, outbox_journal.recover(path))
-            except AlysdError as exc:
-                log.error("could not dead-letter the undelivered messages of %s: %s", name, exc)
-            outbox_journal.remove(path)
+            self._dead_letter_outbox(name)
+
+    def _dead_letter_outbox(self, name: str) -> None:
+        """``name`` has no incarnation left to send what its outbox journal
+        holds: dead-letter it, and remove the journal."""
+        path = self.rundir.outbox(name)
+        try:
+            self.bus.undelivered(name, outbox_journal.recover(path))
+        except AlysdError as exc:
+            log.error("could not dead-letter the undelivered messages of %s: %s", name, exc)
+        outbox_journal.remove(path)
 
     def _install_signals(self) -> None:
         self.wake_r, wake_w = socket.socketpair()
@@ -1425,7 +1436,7 @@ class Supervisor:
 
     def _apply_reload(self, run: ReloadRun) -> None:
         log.info("reload (%s) of %s: %s", run.trigger, run.new.source or "the configuration",
-                 _summary(describe(run.plan)))
+                 "; ".join(summary(describe(run.plan))) or "nothing")
         self.notifier.reloading()
         run.phase = "applying"
         self._apply_config(run, run.new, run.plan, forward=True)
@@ -1656,7 +1667,7 @@ class Supervisor:
                 "updated_live": {c.name: list(c.fields) for c in run.plan.changed
                                  if c.treatment is not Treatment.RESTART
                                  and c.name not in run.restarted}}
-            log.info("reload (%s) applied in %.3fs: %s", run.trigger, took, _summary(report))
+            log.info("reload (%s) applied in %.3fs: %s", run.trigger, took, "; ".join(summary(report)))
             if run.answer is not None:
                 run.answer(True, report)
         else:
@@ -1687,12 +1698,7 @@ class Supervisor:
                 table.pop(name, None)
             self.open_breakers.discard(name)
             self.vitals.forget(name)
-            path = self.rundir.outbox(name)
-            try:
-                self.bus.undelivered(name, outbox_journal.recover(path))
-            except AlysdError as exc:
-                log.error("could not dead-letter the undelivered messages of %s: %s", name, exc)
-            outbox_journal.remove(path)
+            self._dead_letter_outbox(name)
             try:
                 os.unlink(self.rundir.inbox(name))
             except FileNotFoundError:
@@ -1766,21 +1772,6 @@ def _file_signature(path: str | None) -> tuple | None:
 
 def _config_key(*parts: str) -> str:
     return ".".join(parts)
-
-
-def _summary(report: dict) -> str:
-    """One log line of what a reload changes."""
-    parts = [f"{key} {', '.join(report[key])}" for key in ("added", "removed") if report[key]]
-    parts += [f"{key.replace('_', ' ')} {', '.join(report[key])}"
-              for key in ("restarted", "updated_live") if report[key]]
-    sups = [f"{k} {', '.join(v)}" for k, v in report["supervisors"].items() if v]
-    if sups:
-        parts.append("supervisors " + "; ".join(sups))
-    if report["system"]:
-        parts.append("settings " + ", ".join(report["system"]))
-    if report["sections"]:
-        parts.append("sections " + ", ".join(report["sections"]))
-    return "; ".join(parts) or "nothing"
 
 
 def _describe(exit: LastExit | None) -> str:

@@ -88,12 +88,20 @@ def test_an_actor_without_config_changed_is_restarted_for_a_new_config(start_dae
     assert d.request("n", {"op": "config"}) == {"x": 2}
 
 
-def test_state_is_carried_across_a_reload_restart(start_daemon):
-    text = tree(actor_toml("c", cls="tests.actors:Counter"), actor_toml("a"))
-    d = start_daemon(text)
-    for _ in range(5):
+COUNTED = tree(actor_toml("c", cls="tests.actors:Counter"), actor_toml("a"))
+
+
+def start_counted(start_daemon, adds: int):
+    """A daemon whose Counter ``c`` was sent ``adds`` messages; and its count."""
+    d = start_daemon(COUNTED)
+    for _ in range(adds):
         d.request("c", {"op": "add"})
-    counted = d.request("c", {"op": "count"})
+    return d, d.request("c", {"op": "count"})
+
+
+def test_state_is_carried_across_a_reload_restart(start_daemon):
+    text = COUNTED
+    d, counted = start_counted(start_daemon, 5)
     old_pid = pids(d)["c"]
     rewrite(d, text.replace('class = "tests.actors:Counter"',
                             'class = "tests.actors:Counter"\nmailbox = { max_retries = 5 }'))
@@ -180,11 +188,8 @@ def test_a_config_changed_that_raises_rolls_back_at_once(start_daemon):
 
 
 def test_a_restarted_actor_that_fails_to_start_is_rolled_back_with_its_state(start_daemon):
-    text = tree(actor_toml("c", cls="tests.actors:Counter"), actor_toml("a"))
-    d = start_daemon(text)
-    for _ in range(3):
-        d.request("c", {"op": "add"})
-    counted = d.request("c", {"op": "count"})
+    text = COUNTED
+    d, counted = start_counted(start_daemon, 3)
     before = pids(d)
     rewrite(d, text.replace('class = "tests.actors:Counter"',
                             'class = "tests.actors:Counter"\nconfig = { fail_start = true }'))

@@ -250,3 +250,17 @@ def test_status_follows_a_restart(fake_systemd):
         statuses = [m for m in fake_systemd.received if m.startswith(b"STATUS=")]
         # Only changes are sent, never the same line twice in a row.
         assert all(a != b for a, b in itertools.pairwise(statuses)), statuses
+
+
+def test_a_reload_is_reloading_then_ready(fake_systemd):
+    config = tree_toml(actor_toml("a", config={"v": 1}))
+    with run_daemon(config, python_path=[REPO], env=daemon_env(fake_systemd.path),
+                    wait=False) as daemon:
+        fake_systemd.wait_for(b"READY=1")
+        Path(daemon.config_path).write_text(config.replace("v = 1", "v = 2"))
+        assert daemon.call("reload", {"dry_run": False})["restarted"] == {"a": ["config"]}
+        reloading = fake_systemd.wait_for(b"RELOADING=1")
+        # systemd (Type=notify-reload) matches it to the request by this clock.
+        sent_at = int(fields(reloading)["MONOTONIC_USEC"])
+        assert 0 < time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000 - sent_at < 30_000_000
+        assert fields(fake_systemd.wait_for(b"READY=1", timeout=5))["READY"] == "1"
