@@ -1364,6 +1364,10 @@ class Supervisor:
             new = self.reload_config()
         except ConfigError as exc:
             return refuse(str(exc))
+        finally:
+            if self.next_config_look is not None:
+                # What was just read counts as seen: the watch does not load it again.
+                self.config_seen, self.config_changing = _file_signature(self.config.source), None
         plan = plan_reload(self.config, new)
         issues = list(plan.refused)
         wanted = sum(name not in self.table.index for name in plan.added)
@@ -1482,7 +1486,13 @@ class Supervisor:
                 # is restarted again, to get its state from before the reload back.
                 restart.append(change.name)
             elif change.treatment is Treatment.LIVE:
-                live.append(change.name)
+                if child.state == State.RUNNING and child.conn is not None:
+                    live.append(change.name)
+                elif child.live:
+                    # Forked with the old spec and not serving yet: a new incarnation
+                    # is the sure way for it to run the new one.
+                    restart.append(change.name)
+                # else: not running; its next incarnation is forked with the new spec
         for name in retune:
             child = self.children.get(name)
             if child is not None and child.pid is not None and name not in restart:
@@ -1565,10 +1575,7 @@ class Supervisor:
         return path
 
     def _reconfigure_live(self, run: ReloadRun, child: Child) -> None:
-        """Send a running actor its new spec; one not running takes it when it
-        next starts."""
-        if child.held or child.state != State.RUNNING or child.conn is None:
-            return
+        """Send a running actor its new spec, to take between two messages."""
         self.reconfigure_seq += 1
         deliver(self._recipient(child), [Reconfigure(self.reconfigure_seq, child.spec)])
         run.awaited[child.name] = Awaited(

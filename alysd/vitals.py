@@ -119,7 +119,8 @@ class Vitals:
             retune = set(limits)
         else:
             retune = {name for name, new in limits.items() if self.limits.get(name, new) != new}
-        self.limits = limits
+        # Removed actors keep theirs until ``forget``: they may still be stopping.
+        self.limits = {**self.limits, **limits}
         return retune
 
     def retune(self, name: str, pid: int, vital: Vital) -> Vital:
@@ -134,6 +135,7 @@ class Vitals:
     def forget(self, name: str) -> None:
         """``name`` is no longer configured: nothing of it is watched any more."""
         self.sampler.forget(name)
+        self.limits.pop(name, None)
         if self.caps is not None:
             try:
                 self.caps.remove(name)

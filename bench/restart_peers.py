@@ -13,7 +13,8 @@ same job done by supervisord and circus.
   does the same job as ``PidEcho`` and imports the same libzmq binding, so
   the three systems serve the same request once up.
 * ``Supervisord`` and ``Circus`` -- run one daemon headless in a private temp
-  dir with the ping program as its only program/watcher, on their default
+  dir with the ping program as its only program/watcher (a subclass can name
+  others in ``programs()``, as ``bench.reload`` does), on their default
   options apart from what running in a temp dir needs (and circus's
   ``check_delay`` when asked).  Every socket is a unix socket in that dir;
   circus's UDP multicast discovery is switched off.  ``close()`` stops the
@@ -93,6 +94,11 @@ class _Daemon:
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    def programs(self) -> dict[str, str]:
+        """The programs the daemon keeps alive: name -> command line.  Here the
+        ping program alone; ``bench.reload`` runs several."""
+        return {"ping": f"{sys.executable} {self.program} {self.sock_path}"}
 
     def write_config(self) -> None:
         raise NotImplementedError
@@ -199,11 +205,9 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
 serverurl = unix://{w}/supervisor.sock
-
-[program:ping]
-command = {sys.executable} {self.program} {self.sock_path}
-autorestart = true
 """
+        for name, command in self.programs().items():
+            text += f"\n[program:{name}]\ncommand = {command}\nautorestart = true\n"
         with open(os.path.join(w, "supervisord.conf"), "w") as f:
             f.write(text)
 
@@ -235,8 +239,8 @@ class Circus(_Daemon):
                  f"logoutput = {w}/circusd.log"]
         if self.check_delay is not None:
             lines.append(f"check_delay = {self.check_delay:g}")
-        lines += ["", "[watcher:ping]",
-                  f"cmd = {sys.executable} {self.program} {self.sock_path}",
-                  "numprocesses = 1", ""]
+        for name, command in self.programs().items():
+            lines += ["", f"[watcher:{name}]", f"cmd = {command}", "numprocesses = 1"]
+        lines.append("")
         with open(os.path.join(w, "circus.ini"), "w") as f:
             f.write("\n".join(lines))

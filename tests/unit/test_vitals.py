@@ -68,3 +68,19 @@ def test_one_probe_in_flight_and_silence_past_the_timeout():
     assert [c.name for c in ask] == ["a"] and [c.name for c in silent] == ["b"]
     Vitals.answered(children["b"].vital, 0)             # a stale answer does not count
     assert children["b"].vital.probe_sent is not None
+
+
+def test_a_reload_retunes_only_actors_whose_limits_changed_and_keeps_removed_ones_until_forgotten():
+    _, vitals, _ = _setup()
+    limited = parse_config('[system]\nheartbeat_interval = "1s"\nhealth_interval = "5s"\n'
+                           'health_timeout = "3s"\n[supervisors.r]\n[actors.a]\nsupervisor = "r"\n'
+                           'class = "m:A"\nmemory_limit = "64MiB"\n')
+    assert vitals.reconfigure(limited) == {"a"}          # b was removed, a got a limit
+    assert vitals.limits["a"].memory == 64 << 20
+    assert "b" in vitals.limits                          # still stopping, still watched
+    vitals.forget("b")
+    assert "b" not in vitals.limits
+    paced = parse_config('[system]\nsample_interval = "100ms"\n[supervisors.r]\n'
+                         '[actors.a]\nsupervisor = "r"\nclass = "m:A"\nmemory_limit = "64MiB"\n')
+    assert vitals.reconfigure(paced) == {"a"}            # a new pace retunes everything
+    assert vitals.reconfigure(paced) == set()
