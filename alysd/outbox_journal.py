@@ -100,22 +100,25 @@ def recover(path: str) -> list[tuple[str, bytes]]:
     frame). Missing or damaged files yield what can be read."""
     found: list[tuple[int, str, bytes]] = []
     for i in (0, 1):
+        # Mapped, not read: the walk touches only the pages records were written
+        # to (the rest of the file is a hole), which is what a restart pays for.
         try:
             with open(f"{path}.{i}", "rb") as file:
-                data = file.read()
-        except OSError:
+                data = mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ)
+        except (OSError, ValueError):   # missing, unreadable, or empty
             continue
-        pos = 0
-        while pos + _HEAD.size <= len(data):
-            magic, state, length, seq = _HEAD.unpack_from(data, pos)
-            body = pos + _HEAD.size
-            if magic != MAGIC or body + length > len(data) or length < _TARGET.size:
-                break
-            if state == LIVE:
-                (size,) = _TARGET.unpack_from(data, body)
-                target = data[body + 2:body + 2 + size].decode(errors="replace")
-                found.append((seq, target, data[body + 2 + size:body + length]))
-            pos = body + length
+        with data:
+            pos = 0
+            while pos + _HEAD.size <= len(data):
+                magic, state, length, seq = _HEAD.unpack_from(data, pos)
+                body = pos + _HEAD.size
+                if magic != MAGIC or body + length > len(data) or length < _TARGET.size:
+                    break
+                if state == LIVE:
+                    (size,) = _TARGET.unpack_from(data, body)
+                    target = data[body + 2:body + 2 + size].decode(errors="replace")
+                    found.append((seq, target, data[body + 2 + size:body + length]))
+                pos = body + length
     found.sort(key=lambda record: record[0])
     return [(target, frame) for _, target, frame in found]
 
