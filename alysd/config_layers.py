@@ -330,8 +330,26 @@ def _origin_of(path: KeyPath, origins: dict[KeyPath, str]) -> str:
 
 def load_layered(sources: ConfigSources) -> Layered:
     """Build the Config of ``sources``: the file, then the environment, then the
-    flags, validated once. Raises ConfigError listing every issue; an issue
-    about a value set by a variable or flag says which one."""
+    flags, validated once, with the origin of every key. Raises ConfigError
+    listing every issue; an issue about a value set by a variable or flag says
+    which one."""
+    config, merge = _load(sources)
+    leaves = list(_leaves(config_document(config)))
+    origins = {key_path(*path): _origin_of(path, merge.origins) for path in leaves}
+    tables = {path[:depth] for path in leaves for depth in range(1, len(path))}
+    for path, origin in merge.origins.items():  # keys the document does not show: aliases
+        if path not in tables:
+            origins.setdefault(key_path(*path), origin)
+    return Layered(config, origins)
+
+
+def load_config_layers(sources: ConfigSources) -> Config:
+    """``load_layered(sources).config`` without working out the origins (half
+    the cost of a load; a reload has no use for them)."""
+    return _load(sources)[0]
+
+
+def _load(sources: ConfigSources) -> tuple[Config, _Merge]:
     source = sources.path or dev_config_path()
     text = read_config_file(source)
     merge = _Merge(parse_toml(text, source))
@@ -348,13 +366,7 @@ def load_layered(sources: ConfigSources) -> Layered:
         issues += [_located(issue, origins) for issue in e.issues]
     if issues:
         raise ConfigError(issues, source)
-    leaves = list(_leaves(config_document(config)))
-    origins = {key_path(*path): _origin_of(path, merge.origins) for path in leaves}
-    tables = {path[:depth] for path in leaves for depth in range(1, len(path))}
-    for path, origin in merge.origins.items():  # keys the document does not show: aliases
-        if path not in tables:
-            origins.setdefault(key_path(*path), origin)
-    return Layered(config, origins)
+    return config, merge
 
 
 # --- showing the effective configuration

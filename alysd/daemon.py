@@ -25,8 +25,8 @@ import click
 from click.core import ParameterSource
 
 from alysd.config import check_imports
-from alysd.config_layers import (DEFAULT, FILE, ConfigSources, discover, load_layered,
-                                 parse_override, render_errors_json, render_json,
+from alysd.config_layers import (DEFAULT, FILE, ConfigSources, discover, load_config_layers,
+                                 load_layered, parse_override, render_errors_json, render_json,
                                  render_text)
 from alysd.errors import ConfigError, RuntimeDirError
 from alysd.process import set_title
@@ -124,7 +124,7 @@ def main(ctx: click.Context, config_path: str | None, dev: bool, overrides: tupl
     set_title(f"alysd: root {rundir.path}")
     try:
         status = Supervisor(config, rundir, state_dir,
-                            reload_config=lambda: load_layered(sources).config).run()
+                            reload_config=lambda: load_config_layers(sources)).run()
     except (RuntimeDirError, StateDirError) as exc:
         click.echo(f"alysd: {exc}", err=True)
         sys.exit(ExitStatus.GAVE_UP)
