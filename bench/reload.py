@@ -75,12 +75,10 @@ from pathlib import Path
 import psutil
 import zmq
 
-from alysd import zmq_bus
 from alysd.ctl import ControlClient
 from alysd.testing import REPO_ROOT, run_daemon
-from alysd.zmq_bus import Kind
 from bench import common, restart_peers
-from bench.restart import CLIENT_ID, Probe, wait_answers
+from bench.restart import Probe, alysd_codec, wait_answers
 from bench.restart_peers import Circus, Supervisord
 
 ACTOR_CLASS = "bench.reload_actors:ConfigEcho"
@@ -171,20 +169,8 @@ class AlysdSystem(System):
              "config": {"generation": g}} for n, g in self.generation.items())
 
     def codec(self, name: str) -> tuple[Callable[[int], bytes], Callable[[bytes], tuple]]:
-        ids = zmq_bus.MessageIds()
-
-        def encode(seq: int) -> bytes:
-            return zmq_bus.encode_envelope(Kind.ASK, ids.next(), seq, sender=CLIENT_ID, target=name)
-
-        def decode(frame: bytes) -> tuple[int, Identity, float]:
-            env = zmq_bus.decode_envelope(frame, zmq_bus.DEFAULT_MAX_MESSAGE_BYTES)
-            if env.kind != Kind.REPLY:
-                raise RuntimeError(f"{name} answered with an error: {zmq_bus.decode_error(env.payload)}")
-            body = zmq_bus.decode_any(env.payload)
-            self.bodies[name] = body
-            return int(body["seq"]), (int(body["pid"]), int(body["generation"])), float(body["t"])
-
-        return encode, decode
+        return alysd_codec(name, lambda body: (int(body["pid"]), int(body["generation"])),
+                           seen=self.bodies)
 
     def write_config(self) -> None:
         # A new inode, as editors and config management write files.

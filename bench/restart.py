@@ -64,6 +64,7 @@ import select
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -214,18 +215,24 @@ def wait_answers(probes: list[Probe], old_pids: list[int | None],
                 resend(i, now)
 
 
-def alysd_codec(name: str) -> tuple[Callable[[int], bytes], Callable[[bytes], tuple[int, int, float]]]:
+def alysd_codec(name: str, identity: Callable[[dict], Any] = lambda body: int(body["pid"]),
+                seen: dict[str, dict] | None = None
+                ) -> tuple[Callable[[int], bytes], Callable[[bytes], tuple[int, Any, float]]]:
+    """Requests to actor ``name`` and its answers as ``(seq, identity(answer),
+    t)``; the whole answer is kept in ``seen[name]`` when given."""
     ids = zmq_bus.MessageIds()
 
     def encode(seq: int) -> bytes:
         return zmq_bus.encode_envelope(Kind.ASK, ids.next(), seq, sender=CLIENT_ID, target=name)
 
-    def decode(frame: bytes) -> tuple[int, int, float]:
+    def decode(frame: bytes) -> tuple[int, Any, float]:
         env = zmq_bus.decode_envelope(frame, zmq_bus.DEFAULT_MAX_MESSAGE_BYTES)
         if env.kind != Kind.REPLY:
             raise RuntimeError(f"{name} answered with an error: {zmq_bus.decode_error(env.payload)}")
         body = zmq_bus.decode_any(env.payload)
-        return int(body["seq"]), int(body["pid"]), float(body["t"])
+        if seen is not None:
+            seen[name] = body
+        return int(body["seq"]), identity(body), float(body["t"])
 
     return encode, decode
 
