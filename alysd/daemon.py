@@ -24,11 +24,12 @@ import sys
 import click
 from click.core import ParameterSource
 
-from alysd.config import check_imports
+from alysd.config import Config, check_imports
 from alysd.config_layers import (DEFAULT, FILE, ConfigSources, discover, load_config_layers,
                                  load_layered, parse_override, render_errors_json, render_json,
                                  render_text)
 from alysd.errors import ConfigError, RuntimeDirError
+from alysd.key_files import check_secret_files
 from alysd.process import set_title
 from alysd.runtime_dir import ENV_VAR, RuntimeDir, default_runtime_dir
 from alysd.state_dir import ENV_VAR as STATE_ENV_VAR
@@ -104,6 +105,7 @@ def main(ctx: click.Context, config_path: str | None, dev: bool, overrides: tupl
     try:
         sources = _sources(config_path, dev, overrides)
         layered = load_layered(sources)
+        _refuse_open_secrets(layered.config)
     except ConfigError as exc:
         click.echo(f"alysd: {exc}", err=True)
         sys.exit(ExitStatus.CONFIG)
@@ -124,11 +126,20 @@ def main(ctx: click.Context, config_path: str | None, dev: bool, overrides: tupl
     set_title(f"alysd: root {rundir.path}")
     try:
         status = Supervisor(config, rundir, state_dir,
-                            reload_config=lambda: load_config_layers(sources)).run()
+                            reload_config=lambda: _refuse_open_secrets(
+                                load_config_layers(sources))).run()
     except (RuntimeDirError, StateDirError) as exc:
         click.echo(f"alysd: {exc}", err=True)
         sys.exit(ExitStatus.GAVE_UP)
     sys.exit(status)
+
+
+def _refuse_open_secrets(config: Config) -> Config:
+    """``config``, unless a secret file it names is not private (ConfigError)."""
+    issues = check_secret_files(config)
+    if issues:
+        raise ConfigError(issues, config.source)
+    return config
 
 
 @main.command("check-config",
@@ -150,7 +161,7 @@ def check_config(path: str | None, dev: bool, overrides: tuple[str, ...], as_jso
     """
     try:
         layered = load_layered(_sources(path, dev, overrides))
-        issues = check_imports(layered.config)
+        issues = check_imports(layered.config) + check_secret_files(layered.config)
         source = layered.config.source
     except ConfigError as exc:
         issues, source = exc.issues, exc.source
