@@ -71,6 +71,7 @@ class Reason(str, enum.Enum):
     REJECTED = "rejected"                # malformed or oversized frame
     POISON = "poison"                    # crashed its receiver's handler too often
     FILTERED = "filtered"                # dropped by a fault-injection filter
+    FORGED = "forged"                    # claimed a sender other than its socket's
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

@@ -706,8 +706,17 @@ class ActorProcess:
         if kind != _ASK and kind not in _ONE_WAY:
             self._reject(ident, data, f"a {Kind(kind).name} envelope cannot be delivered to an inbox")
             return
-        # The sender is who the socket says it is, whatever the envelope claims.
-        env.metadata.from_actor = ident.decode(errors="replace")
+        # The sender is who the socket says it is: an envelope claiming another
+        # one is refused, not believed, nor silently corrected. Except on a
+        # connection whose routing id libzmq made up (it starts with a zero
+        # byte, which no name can): that is a sender's previous connection,
+        # renamed when its next incarnation connected under its name
+        # (ROUTER_HANDOVER), delivering the last frames it had in flight.
+        sender = ident.decode(errors="replace")
+        if env.metadata.from_actor != sender and not ident.startswith(b"\x00"):
+            self._reject(ident, data, f"claims to come from {env.metadata.from_actor!r}",
+                         Reason.FORGED, env.message_id)
+            return
         entry = (ident, env, data)
         if self.rules:
             rule = filters.verdict(self.rules, env, self.name)
@@ -763,14 +772,17 @@ class ActorProcess:
         else:
             self._owe_receipt(ident, env.message_id)
 
-    def _reject(self, ident: bytes, data: bytes, why: str) -> None:
+    def _reject(self, ident: bytes, data: bytes, why: str, reason: Reason = Reason.REJECTED,
+                message_id: int = 0) -> None:
+        """Refuse a frame that is not a message this actor may take: counted as an
+        error, logged, dead-lettered under ``reason``, never answered."""
         if ident == _WAKE:
             self._system_mail = True    # our own wake frame: not a message
             return
         self.errors += 1
         sender = ident.decode(errors="replace")
         self.log.warning("rejected a frame from %r: %s", sender, why)
-        self.sink.add(Reason.REJECTED, sender=sender, target=self.name, message_id=0,
+        self.sink.add(reason, sender=sender, target=self.name, message_id=message_id,
                       frame=data, detail=why)
 
     # --- handling --------------------------------------------------------------------------

@@ -69,15 +69,25 @@ def test_rejections_are_counted_and_logged(daemon, zctx):
     wait_until(lambda: daemon.status()["a"]["errors"] >= logged, message="errors counted")
 
 
-def test_a_forged_sender_is_replaced_by_the_socket_identity(daemon, zctx):
+def test_an_envelope_claiming_another_sender_is_dead_lettered_as_forged(daemon, zctx):
     sock = _dealer(zctx, daemon.rundir.inbox("a"), b"mallory")
     try:
         sock.send(zmq_bus.encode_envelope(zmq_bus.Kind.ASK, 9, {"op": "whoami"},
                                           sender="a-trusted-actor", target="a"))
+        # Not handled: the honest request after it is the first to be answered.
+        sock.send(zmq_bus.encode_envelope(zmq_bus.Kind.ASK, 10, {"op": "whoami"},
+                                          sender="mallory", target="a"))
         env = zmq_bus.decode_envelope(sock.recv(), 1 << 20)
+        assert env.correlation_id == 10
         assert msgspec.msgpack.decode(env.payload)["from"] == "mallory"
     finally:
         sock.close()
+    letter = wait_until(lambda: next((x for x in daemon.call("dead_letters", {"limit": None})
+                                      ["letters"] if x["reason"] == "forged"), None),
+                        message="the forged envelope dead-lettered")
+    assert (letter["sender"], letter["target"], letter["message_id"]) == ("mallory", "a", 9)
+    assert "claims to come from 'a-trusted-actor'" in letter["detail"]
+    assert "rejected a frame from 'mallory': claims to come from" in daemon.log()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
