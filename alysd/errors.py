@@ -120,6 +120,13 @@ class PoisonMessage(RemoteError):
     kind = "PoisonMessage"
 
 
+class PermissionDenied(RemoteError):
+    """Who asked may not do this: an actor's ``permissions`` do not allow the
+    message, or an alysctl user may not run the command."""
+
+    kind = "PermissionDenied"
+
+
 class CommandError(RemoteError):
     """A control command failed (bad arguments, wrong state)."""
 
@@ -129,7 +136,8 @@ class CommandError(RemoteError):
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     cls.kind: cls
     for cls in (RemoteError, UnknownActor, HandlerError, ActorUnavailable, ActorExited,
-                RequestTimeout, MessageTooLarge, MailboxFull, PoisonMessage, CommandError)
+                RequestTimeout, MessageTooLarge, MailboxFull, PoisonMessage, PermissionDenied,
+                CommandError)
 }
 
 
