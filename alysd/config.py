@@ -134,7 +134,9 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     ``dead_letter_capacity`` dead letters are kept.
 
     ``reload_timeout`` is how long a configuration reload may take before it
-    is abandoned; ``watch_config`` reloads when the config file changes. The
+    is abandoned; ``watch_config`` reloads when the config file changes.
+    ``control_group`` names the group whose members may use the read-only
+    control commands (None: the owner and root only). The
     log level is ``Config.logging.level`` (``log_level`` here is only accepted
     as its TOML alias).
     """
@@ -153,6 +155,7 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     health_timeout: float = 3.0
     reload_timeout: float = 30.0
     watch_config: bool = False
+    control_group: str | None = None
 
 
 class MonitoringSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -211,6 +214,17 @@ class SupervisorSpec(msgspec.Struct, frozen=True, kw_only=True):
     within_time: float = 5.0
 
 
+class Permissions(msgspec.Struct, frozen=True, kw_only=True):
+    """What an actor may send: to the actors and pools in ``send_to``, messages
+    whose type (a tagged Struct's tag, a dict's ``"type"``, an event type) is in
+    ``operations``; None allows any. ``enforced`` is False in development, where
+    what would be denied is only logged and counted."""
+
+    send_to: tuple[str, ...] | None = None
+    operations: tuple[str, ...] | None = None
+    enforced: bool = True
+
+
 class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     """An actor; ``shutdown_timeout`` None means brutal_kill (no grace period).
 
@@ -246,6 +260,7 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True):
     routing: PoolRouting = PoolRouting.ROUND_ROBIN
     pool: str | None = None
     subscribe: tuple[str, ...] = ()
+    permissions: Permissions | None = None
     uses: tuple[str, ...] = ()
     config: dict[str, Any] = {}
     settings: dict[str, Any] = {}
@@ -354,6 +369,8 @@ def _event_types(value: Any) -> tuple[str, ...]:
 
 
 _section_names = array(choice(NODE_SECTIONS), "section names")
+_names = array(string("an actor or pool name"), "actor or pool names")
+_operations = array(string("a message type"), "message types")
 
 
 def _uses(value: Any) -> tuple[str, ...]:
@@ -384,6 +401,7 @@ _SYSTEM: Schema = {
     "health_timeout": duration,
     "reload_timeout": duration,
     "watch_config": boolean,
+    "control_group": string("a group name"),
 }
 _MONITORING: Schema = {
     "listen": listen,
@@ -436,6 +454,7 @@ _ACTOR: Schema = {
     "routing": enum_of(PoolRouting),
     "subscribe": _event_types,
     "uses": _uses,
+    "permissions": {"send_to": _names, "operations": _operations},
     "config": table,
 }
 _ACTOR_REQUIRED = ("supervisor", "class")
@@ -580,6 +599,12 @@ def _check_tree(supervisors: dict[Any, dict | None], actors: dict[Any, dict | No
         if isinstance(supervisor, str) and supervisor not in supervisors:
             issues.append(ConfigIssue(key_path("actors", name, "supervisor"),
                                       _no_supervisor(supervisor, actors)))
+        permissions = values.get("permissions") if values else None
+        send_to = permissions.get("send_to") if isinstance(permissions, dict) else None
+        for index, target in enumerate(send_to if isinstance(send_to, tuple) else ()):
+            if target not in actors:
+                issues.append(ConfigIssue(key_path("actors", name, "permissions", "send_to")
+                                          + f"[{index}]", f"no actor or pool named {target!r}"))
     if not supervisors:
         issues.append(ConfigIssue("supervisors", "at least one supervisor is required"))
         return
@@ -604,13 +629,14 @@ def settings_of(section: msgspec.Struct) -> dict[str, Any]:
 
 
 def _actor_spec(name: str, values: dict, system: SystemSpec,
-                sections: dict[str, msgspec.Struct]) -> ActorSpec:
+                sections: dict[str, msgspec.Struct], enforced: bool) -> ActorSpec:
     values = dict(values)
 
     def take(schema: Schema) -> dict:
         return {key: values.pop(key) for key in schema if key in values}
 
     batch = values.pop("batch", None)
+    permissions = values.pop("permissions", None)
     mailbox = dict(values.pop("mailbox", {}))
     # The seed's ActorResourceLimits name for the mailbox's capacity.
     if "max_mailbox_size" in values:
@@ -623,6 +649,8 @@ def _actor_spec(name: str, values: dict, system: SystemSpec,
         breaker=BreakerSpec(**take(_BREAKER)),
         mailbox=MailboxSpec(**mailbox),
         batch=None if batch is None else BatchSpec(**batch),
+        permissions=None if permissions is None else Permissions(**permissions,
+                                                                 enforced=enforced),
         start_timeout=values.pop("start_timeout", system.start_timeout),
         shutdown_timeout=values.pop("shutdown_timeout", system.shutdown_timeout),
         settings={section: settings_of(sections[section]) for section in values.get("uses", ())},
@@ -757,7 +785,8 @@ def _build(data: Any, source: str | None, positions: dict[tuple[str, str], int])
     sections = {name: struct(**tables[name]) for name, (_, struct) in SECTIONS.items()}
     supervisors = {name: SupervisorSpec(name=name, **values)
                    for name, values in supervisor_values.items()}
-    actors = {name: _actor_spec(name, values, system, sections)
+    enforced = environment is not Environment.DEVELOPMENT
+    actors = {name: _actor_spec(name, values, system, sections, enforced)
               for name, values in actor_values.items()}
     root = next(name for name, spec in supervisors.items() if spec.parent is None)
     order = _start_order(supervisors, actors, root, positions)

@@ -40,6 +40,7 @@ while it was down, or awaiting its receipt) is dead-lettered as
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from typing import Any, Callable
@@ -49,12 +50,13 @@ import zmq.asyncio
 
 from alysd import zmq_bus
 from alysd.actor_table import CONDEMNED, RUNNING, ActorTable
-from alysd.config import Backpressure, Delivery
+from alysd.config import Backpressure, Delivery, Permissions
 from alysd.dead_letter_sink import DeadLetterSink
 from alysd.dead_letters import Reason
-from alysd.errors import (ActorExited, ActorUnavailable, MailboxFull, PoisonMessage, ProtocolError,
-                          RequestTimeout, UnknownActor)
+from alysd.errors import (ActorExited, ActorUnavailable, MailboxFull, PermissionDenied,
+                          PoisonMessage, ProtocolError, RequestTimeout, UnknownActor)
 from alysd.outbox_journal import OutboxJournal
+from alysd.permissions import denial, names_of, type_of
 from alysd.protocol import Directory, Peer
 from alysd.runtime_dir import RuntimeDir
 from alysd.zmq_bus import Envelope, Kind, Priority, RoutingKind
@@ -64,7 +66,8 @@ SEND_TIMEOUT = 5.0          # how long a send may wait for room before it fails
 DRAIN_EVERY = 64            # read receipts at least every this many sends to a target
 _get, _set = zmq_bus.sockopt_get, zmq_bus.sockopt_set
 _NOBLOCK = int(zmq.NOBLOCK)
-_TELL, _ASK, _EVENT = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT)
+log = logging.getLogger("alysd.courier")
+_TELL, _ASK, _EVENT, _BATCH = int(Kind.TELL), int(Kind.ASK), int(Kind.EVENT), int(Kind.BATCH)
 _ACK, _ERROR = int(Kind.ACK), int(Kind.ERROR)
 
 
@@ -98,6 +101,8 @@ class Courier:
         self.zctx = zctx
         self.rundir = rundir
         self.directory = directory
+        self.permissions = _own(directory, name)
+        self._warned: set[tuple[str, str]] = set()   # (receiver, why) logged in development
         # event type -> subscribers: the configured ones, then those of run time
         self.subscribers: dict[str, tuple[str, ...]] = dict(directory.subscribers)
         self._run_time: dict[str, tuple[str, ...]] = {}
@@ -160,6 +165,7 @@ class Courier:
         """Route by ``directory`` from now on (see the module's guarantees for
         the actors it added, changed or no longer has)."""
         self.directory = directory
+        self.permissions = _own(directory, self.name)
         for name in [name for name in self.outboxes if name not in directory.peers]:
             self._forget(self.outboxes.pop(name))
         for name, box in self.outboxes.items():
@@ -245,6 +251,9 @@ class Courier:
             box = self.outbox(target)
             if route is None and to != target:
                 route = to
+        if self.permissions is not None:
+            self.permit(to, box.target, kind, message,
+                        route if routing == RoutingKind.BROADCAST else None)
         mid, frame = self.frame(box.target, kind, message, priority=priority, routing=routing,
                                 route=route)
         # One read of the shared table serves backpressure and liveness.
@@ -270,9 +279,43 @@ class Courier:
     def publish(self, event_type: str, message: Any) -> int:
         """``message`` to every subscriber of ``event_type`` (one member per pool)."""
         targets = self.subscribers.get(event_type, ())
+        reached = 0
         for to in targets:
-            self.tell(to, _EVENT, message, routing=RoutingKind.BROADCAST, route=event_type)
-        return len(targets)
+            try:
+                self.tell(to, _EVENT, message, routing=RoutingKind.BROADCAST, route=event_type)
+                reached += 1
+            except PermissionDenied:
+                pass   # dead-lettered; the other subscribers still get it
+        return reached
+
+    def permit(self, to: str, target: str, kind: int, message: Any,
+               event_type: str | None = None) -> None:
+        """Raise ``PermissionDenied`` (the message dead-lettered ``denied``) when
+        this actor's permissions do not let ``message`` go to ``to`` (resolved
+        to ``target``). In development the refusal is only logged, once."""
+        if event_type is not None:
+            types = [event_type]
+        elif kind == _BATCH:
+            types = [type_of(m) for m in message]
+        else:
+            types = [type_of(message)]
+        why = denial(self.permissions, (to, *names_of(target)), types)
+        if why is None:
+            return
+        detail = f"{self.name} {why}"
+        if not self.permissions.enforced:
+            if (target, why) not in self._warned:
+                self._warned.add((target, why))
+                log.warning("a message to %s would be denied outside development: %s",
+                            target, detail)
+            return
+        try:
+            frame = zmq_bus.encode_envelope(kind, 0, message, sender=self.name, target=target)
+        except TypeError:
+            frame = b""
+        self.sink.add(Reason.DENIED, sender=self.name, target=target, message_id=0, frame=frame,
+                      detail=detail)
+        raise PermissionDenied(detail, actor=to)
 
     def _target(self, to: str, message: Any) -> str:
         try:
@@ -574,6 +617,12 @@ class Courier:
             call.close()
 
 
+def _own(directory: Directory, name: str) -> Permissions | None:
+    """This actor's own permissions, as the directory has them."""
+    peer = directory.peers.get(name)
+    return peer.permissions if peer is not None else None
+
+
 def _fit(sock: zmq.Socket, peer: Peer) -> None:
     """Set a sender's socket to its receiver's mailbox."""
     # A receiver that refuses when full must not make its senders wait on
@@ -597,6 +646,8 @@ class _Call:
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         target = courier._target(to, message)
+        if courier.permissions is not None:
+            courier.permit(to, target, _ASK, message)
         self.box = box = courier.outbox(target)
         self.mid, self.frame = courier.frame(target, _ASK, message, priority=priority,
                                              timeout=timeout,

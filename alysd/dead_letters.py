@@ -72,6 +72,7 @@ class Reason(str, enum.Enum):
     POISON = "poison"                    # crashed its receiver's handler too often
     FILTERED = "filtered"                # dropped by a fault-injection filter
     FORGED = "forged"                    # claimed a sender other than its socket's
+    DENIED = "denied"                    # not allowed by its sender's permissions
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):

@@ -42,6 +42,12 @@ def message_type(env: Envelope) -> str | None:
         payload: Any = _type_decoder.decode(env.payload)
     except zmq_bus.DECODE_ERRORS:
         return None
+    return payload_tag(payload)
+
+
+def payload_tag(payload: Any) -> str | None:
+    """A decoded payload's tag: a tagged Struct arrives as a dict with its tag
+    under ``"type"``, or (array_like) as a list whose first item is the tag."""
     if isinstance(payload, dict):
         tag = payload.get("type")
     elif isinstance(payload, list) and payload:

@@ -71,19 +71,20 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from alysd import filters, outbox_journal, zmq_bus
+from alysd import filters, outbox_journal, permissions, zmq_bus
 from alysd.actor import Actor, Health, overrides
 from alysd.actor_table import PROCESSING_BUCKETS, ActorTable
 from alysd.config import ActorSpec, Backpressure, Delivery, MailboxSpec
 from alysd.courier import SEND_TIMEOUT, TEND_INTERVAL, Courier
 from alysd.dead_letter_sink import DeadLetterSink
 from alysd.dead_letters import Reason
-from alysd.errors import MailboxFull, MessageTooLarge, HandlerError, ProtocolError, RemoteError
+from alysd.errors import (HandlerError, MailboxFull, MessageTooLarge, PermissionDenied,
+                          ProtocolError, RemoteError)
 from alysd.exits import ExitCode
 from alysd.mailbox import Admission, Mailbox
 from alysd.protocol import (APPLIED, FAILED, NEEDS_RESTART, SYSTEM_MAIL, ActorBoot, Directory,
                             FilterHits, Filters, FilterRule, Go, HealthProbe, HealthReport, Hello,
-                            PreserveOnStop, Ready, Reconfigure, Reconfigured, Subscribe,
+                            Peer, PreserveOnStop, Ready, Reconfigure, Reconfigured, Subscribe,
                             Subscribers, Topology)
 from alysd.reload import Treatment, changed_fields, treatment_of
 from alysd.system_channel import ActorLink
@@ -252,6 +253,7 @@ class ActorProcess:
         self._stopping = False
         self._system_mail = False
         self._between: collections.deque = collections.deque()   # held until between two messages
+        self._warned: set[tuple[str, str]] = set()   # (sender, why) denials logged in development
         self._preserve_to: str | None = None
         self._idle = False
         self._next_report = 0.0
@@ -718,12 +720,37 @@ class ActorProcess:
                          Reason.FORGED, env.message_id)
             return
         entry = (ident, env, data)
+        peer = self.directory.peers.get(sender)
+        if peer is not None and peer.permissions is not None and self._denied(entry, peer):
+            return
         if self.rules:
             rule = filters.verdict(self.rules, env, self.name)
             if rule is not None:
                 self._filtered(rule, entry)
                 return
         self._offer(entry)
+
+    def _denied(self, entry: tuple, sender: Peer) -> bool:
+        """Whether the sender's permissions refuse this message (checked again
+        here: a receiver does not take the sending process's word). A refused
+        one is dead-lettered ``denied`` and a requester gets ``PermissionDenied``;
+        in development it is only logged, once per sender and reason."""
+        env = entry[1]
+        why = permissions.denial(sender.permissions, permissions.names_of(self.name),
+                                 permissions.types_in(env))
+        if why is None:
+            return False
+        detail = f"{env.metadata.from_actor} {why}"
+        if not sender.permissions.enforced:
+            if (env.metadata.from_actor, why) not in self._warned:
+                self._warned.add((env.metadata.from_actor, why))
+                self.log.warning("a message from %s would be denied outside development: %s",
+                                 env.metadata.from_actor, detail)
+            return False
+        self.errors += 1
+        self.log.warning("denied message %d: %s", env.message_id, detail)
+        self._dead_letter(entry, Reason.DENIED, detail, PermissionDenied)
+        return True
 
     def _offer(self, entry: tuple) -> None:
         env = entry[1]

@@ -49,7 +49,7 @@ import signal
 
 import msgspec
 
-from alysd.config import ActorSpec, Backpressure, Config, Delivery
+from alysd.config import ActorSpec, Backpressure, Config, Delivery, Permissions
 
 SYSTEM_MAIL = signal.SIGUSR1
 
@@ -175,6 +175,7 @@ class Peer(msgspec.Struct, frozen=True):
     backpressure: Backpressure
     delivery: Delivery
     max_retries: int
+    permissions: Permissions | None = None   # what it may send (checked by both ends)
 
 
 class Directory(msgspec.Struct, frozen=True):
@@ -198,7 +199,7 @@ class Directory(msgspec.Struct, frozen=True):
                 if subscriber not in table.setdefault(event, []):
                     table[event].append(subscriber)
         peers = {name: Peer(spec.mailbox.capacity, spec.mailbox.backpressure,
-                            spec.mailbox.delivery, spec.mailbox.max_retries)
+                            spec.mailbox.delivery, spec.mailbox.max_retries, spec.permissions)
                  for name, spec in config.actors.items()}
         least = frozenset(spec.pool for spec in config.actors.values()
                           if spec.pool and spec.routing.value == "least_loaded")

@@ -63,6 +63,7 @@ ACTOR_FIELDS: dict[str, Treatment] = {
     "routing": Treatment.ROOT,
     "subscribe": Treatment.ROOT,
     "uses": Treatment.ROOT,          # what it changes arrives as settings
+    "permissions": Treatment.ROOT,   # reaches every process with the directory
     "memory_limit": Treatment.LIVE,  # the actor turns a MemoryError into an exit under one
     "mailbox.capacity": Treatment.LIVE,
     "config": Treatment.LIVE,
@@ -74,7 +75,7 @@ _TOML_NAMES = {"class_path": "class"}
 
 REFUSED_SYSTEM_KEYS = ("system.runtime_dir", "system.state_dir", "system.heartbeat_interval",
                        "system.max_message_bytes", "system.dead_letter_capacity",
-                       "system.delivery_timeout", "logging.level",
+                       "system.delivery_timeout", "system.control_group", "logging.level",
                        "monitoring.listen")
 """Keys whose change needs a restart of alysd: sockets, the state dir, and
 values every actor process was forked with."""

@@ -201,7 +201,7 @@ def test_purge_and_remove(queue):
 def test_reason_values():
     assert [r.value for r in Reason] == [
         "unknown_actor", "dropped_oldest", "dropped_newest", "mailbox_full", "timeout",
-        "expired", "rejected", "poison", "filtered", "forged"]
+        "expired", "rejected", "poison", "filtered", "forged", "denied"]
     assert Reason("poison") is Reason.POISON and Reason.POISON == "poison"
 
 
