@@ -20,6 +20,7 @@ SECRET_FILE_KEYS = (
     ("chain", "jwt_secret_file"),
     ("chain", "validator_key_file"),
     ("bridge", "bitcoin_rpc_password_file"),
+    ("network", "curve_secret_file"),
 )
 """(section, key) of every config key naming a file that holds a secret."""
 

@@ -86,6 +86,8 @@ class NetworkSpec(msgspec.Struct, frozen=True, kw_only=True):
     external_address: tuple[str, int] | None = None
     bootnodes: tuple[tuple[str, int], ...] = ()
     max_peers: int = 50
+    curve_secret_file: str | None = None   # this node's CURVE key (alysctl keygen)
+    curve_clients: tuple[str, ...] = ()    # Z85 public keys of the peers it admits
 
 
 class BridgeSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,6 +165,16 @@ def secp256k1_public_key(value: Any) -> str:
     return value.lower()
 
 
+_Z85 = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+
+
+def _z85_key(value: Any) -> str:
+    """A CURVE public key in Z85: 40 characters, as ``alysctl keygen`` prints it."""
+    if not (isinstance(value, str) and _Z85.fullmatch(value)):
+        raise ValueError(f"expected a CURVE public key (40 Z85 characters), got {show(value)}")
+    return value
+
+
 def evm_address(value: Any) -> str:
     """An EVM address: "0x" and 40 hex digits, kept as written."""
     if not (isinstance(value, str) and len(value) == 42 and value.startswith("0x")
@@ -195,6 +207,8 @@ NETWORK: Schema = {
     "external_address": address,
     "bootnodes": array(address, '"host:port" addresses'),
     "max_peers": integer(1),
+    "curve_secret_file": _PATH,
+    "curve_clients": array(_z85_key, "CURVE public keys", key=lambda k: k),
 }
 BRIDGE: Schema = {
     "bitcoin_network": choice(BITCOIN_NETWORKS),
@@ -259,6 +273,13 @@ def check_sections(values: dict[str, dict[str, Any]], issues: list[ConfigIssue])
     if dev_keys is True and key_file not in (None, REFUSED):
         issues.append(ConfigIssue("chain.dev_keys", "conflicts with chain.validator_key_file "
                                   f"({key_file!r}): give one of them, got true"))
+    network = values.get("network", {})
+    listen, curve = network.get("listen"), network.get("curve_secret_file")
+    # In every environment: what leaves the host is encrypted and authenticated.
+    if isinstance(listen, tuple) and not is_loopback(listen[0]) and curve is None:
+        issues.append(ConfigIssue("network.listen", "an address other than loopback needs "
+                                  "network.curve_secret_file (CURVE; alysctl keygen makes one), "
+                                  f"got {show(f'{listen[0]}:{listen[1]}')}"))
     threshold = bridge.get("federation_threshold", BridgeSpec().federation_threshold)
     if threshold is REFUSED:
         return

@@ -102,6 +102,7 @@ validator_key_file = "/etc/alysd/validator.key"
 
 [network]
 listen = "0.0.0.0:30303"
+curve_secret_file = "/etc/alysd/node.key"
 external_address = "[2001:db8::1]:30303"
 bootnodes = ["203.0.113.7:30303", "node.example:1"]
 max_peers = 8
@@ -167,7 +168,7 @@ def test_every_key_decodes():
     assert config.network == NetworkSpec(listen=("0.0.0.0", 30303),
                                          external_address=("2001:db8::1", 30303),
                                          bootnodes=(("203.0.113.7", 30303), ("node.example", 1)),
-                                         max_peers=8)
+                                         max_peers=8, curve_secret_file="/etc/alysd/node.key")
     assert config.bridge == BridgeSpec(
         bitcoin_network="testnet", bitcoin_rpc_url="http://10.0.0.5:18332",
         bitcoin_rpc_user="alys", bitcoin_rpc_password_file="/etc/alysd/bitcoin.pass",
@@ -446,6 +447,7 @@ bitcoin_rpc_password_file = "/etc/alysd/bitcoin.pass"
 endpoints = ["wss://gov.example", "https://gov.example", "ws://localhost:1", "http://127.0.0.9"]
 [network]
 listen = "0.0.0.0:30303"
+curve_secret_file = "/etc/alysd/node.key"
 """
 
 
@@ -517,3 +519,18 @@ def test_durations_are_spelled_back_exactly(seconds):
 def test_sizes_are_spelled_back_exactly(n):
     text = size_text(n)
     assert parse_size(text) == n and spell(size, n) == text
+
+
+def test_a_network_listen_off_loopback_needs_a_curve_key_in_every_environment():
+    for environment in ("development", "staging", "production"):
+        with pytest.raises(ConfigError) as refused:
+            parse_config(f'environment = "{environment}"\n[network]\nlisten = "0.0.0.0:30303"\n'
+                         + ROOT + ACTOR)
+        assert any(issue.path == "network.listen" and "needs network.curve_secret_file"
+                   in issue.message for issue in refused.value.issues)
+    config = parse_config('[network]\nlisten = "0.0.0.0:30303"\ncurve_secret_file = "/k"\n'
+                          'curve_clients = ["' + "a" * 40 + '"]\n' + ROOT + ACTOR)
+    assert config.network.curve_clients == ("a" * 40,)
+    with pytest.raises(ConfigError, match=r"network\.curve_clients\[0\]: expected a CURVE public "
+                                          r"key \(40 Z85 characters\), got 'short'"):
+        parse_config('[network]\ncurve_clients = ["short"]\n' + ROOT + ACTOR)

@@ -48,7 +48,7 @@ def test_a_file_of_another_user_is_refused(tmp_path):
 
 def test_every_secret_file_key_is_checked_and_named(tmp_path):
     assert {key for _, key in SECRET_FILE_KEYS} == {
-        "jwt_secret_file", "validator_key_file", "bitcoin_rpc_password_file"}
+        "jwt_secret_file", "validator_key_file", "bitcoin_rpc_password_file", "curve_secret_file"}
     config = parse_config(
         f'[chain]\njwt_secret_file = "{secret(tmp_path, 0o644, "jwt")}"\n'
         f'validator_key_file = "{secret(tmp_path, 0o600, "key")}"\nis_validator = true\n'
