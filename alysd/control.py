@@ -9,6 +9,13 @@ Each command is one entry below; the daemon implements it as
 ``Supervisor.cmd_<name>(args, reply)`` and may answer later (a restart answers
 once the new incarnation is ready), so no command ever blocks the daemon's loop.
 No command runs code or opens paths chosen by the client.
+
+Who may connect and run what is ``alysd.control_access``: a command whose
+``mutating`` is True (it changes actors, messages, dead letters or filters)
+needs alysd's own user or root; the others are open to ``control_group`` too.
+``restart``, ``stop``, ``start``, ``reset`` or ``send`` aimed at an actor an
+earlier command is still changing answers ``Busy`` at once (the first four
+also during a reload); ``id`` is the client's, echoed in the reply.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ class CtlReply(msgspec.Struct, array_like=True):
 @dataclass(frozen=True)
 class Command:
     name: str
-    mutating: bool
+    mutating: bool   # changes something: the owner's and root's alone
     doc: str
 
 

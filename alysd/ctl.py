@@ -1,7 +1,9 @@
 """``alysctl``: look at and steer a running alysd over its control socket.
 
 Exit codes: 0 ok, 1 the command failed (the message on stderr names what was
-wrong), 2 usage, 3 no daemon at that runtime dir (the path tried is named).
+wrong; also when alysd refused the caller: ``PermissionDenied``), 2 usage, 3 no
+daemon at that runtime dir, or its socket cannot be reached (the path tried is
+named).
 Human output is a table; ``--json`` prints what scripts should parse.
 """
 
@@ -11,6 +13,7 @@ import contextlib
 import datetime
 import errno
 import functools
+import os
 import shutil
 import socket
 import sys
@@ -21,10 +24,11 @@ from typing import Any
 import click
 import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from alysd import health, zmq_bus
 from alysd.control import CtlRequest, reply_decoder, request_encoder
-from alysd.errors import AlysdError, NoDaemon, RemoteError
+from alysd.errors import AlysdError, NoDaemon, PermissionDenied, RemoteError
 from alysd.runtime_dir import RuntimeDir, default_runtime_dir
 from alysd.reload import summary
 from alysd.units import format_duration, format_size, parse_duration
@@ -68,20 +72,30 @@ class ControlClient:
             probe.close()
 
     def call(self, command: str, args: dict | None = None, *, timeout: float = QUERY_TIMEOUT) -> Any:
-        """Run ``command`` and return its decoded result; raises the daemon's typed error."""
+        """Run ``command`` and return its decoded result; raises the daemon's typed
+        error, and ``PermissionDenied`` at once when alysd refuses the connection
+        (to a DEALER a refused handshake looks like silence: its monitor hears it)."""
         self._probe()
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         try:
             sock.connect(zmq_bus.ipc(self.rundir.control))
             rid = self._next_id
             self._next_id += 1
             sock.send(request_encoder.encode(CtlRequest(rid, command, args or {})))
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
             deadline = time.monotonic() + timeout
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sock.poll(remaining * 1000):
+                ready = dict(poller.poll(remaining * 1000)) if remaining > 0 else {}
+                if monitor in ready:
+                    recv_monitor_message(monitor)   # the only event it reports
+                    raise PermissionDenied(self._refused())
+                if sock not in ready:
                     raise AlysdError(f"alysd at {self.rundir.control} did not answer "
                                      f"{command!r} within {timeout:g}s")
                 reply = reply_decoder.decode(sock.recv())
@@ -91,7 +105,17 @@ class ControlClient:
                     raise reply.error.to_exception() if reply.error else RemoteError("failed")
                 return zmq_bus.decode_any(reply.result)
         finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close()
+
+    def _refused(self) -> str:
+        try:
+            owner = f"uid {os.stat(self.rundir.path).st_uid}"
+        except OSError:
+            owner = "its owner"
+        return (f"alysd at {self.rundir.control} refused this connection: uid {os.geteuid()} is "
+                f"not alysd's user ({owner}), root, or a member of its control_group")
 
 
 @contextlib.contextmanager
@@ -117,7 +141,7 @@ def _echo_json(value: Any) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--runtime-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--runtime-dir", type=click.Path(file_okay=False, readable=False), default=None,
               help="alysd's runtime dir (default: $ALYSD_RUNTIME_DIR, $RUNTIME_DIRECTORY, "
                    "/run/alysd as root, else $XDG_RUNTIME_DIR/alysd).")
 @click.pass_context
@@ -281,6 +305,18 @@ def start(obj: dict, name: str) -> None:
 def reset(obj: dict, name: str) -> None:
     """Close an actor's open circuit breaker (and forget its backoff) and start it."""
     _change(obj, "reset", name)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def keygen(path: str) -> None:
+    """Write a new CURVE key pair for a TCP endpoint: PATH (the secret key,
+    readable by its owner only) and PATH.pub; print the public key, the value
+    peers list in network.curve_clients. Never overwrites a key."""
+    from alysd.curve import generate_keypair   # zmq.auth: only this command needs it
+
+    with _exit_on_error("keygen"):
+        click.echo(generate_keypair(path))
 
 
 @main.command()

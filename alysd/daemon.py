@@ -28,7 +28,8 @@ from alysd.config import Config, check_imports
 from alysd.config_layers import (DEFAULT, FILE, ConfigSources, discover, load_config_layers,
                                  load_layered, parse_override, render_errors_json, render_json,
                                  render_text)
-from alysd.errors import ConfigError, RuntimeDirError
+from alysd.control_access import resolve_group
+from alysd.errors import ConfigError, ConfigIssue, RuntimeDirError
 from alysd.key_files import check_secret_files
 from alysd.process import set_title
 from alysd.runtime_dir import ENV_VAR, RuntimeDir, default_runtime_dir
@@ -105,7 +106,7 @@ def main(ctx: click.Context, config_path: str | None, dev: bool, overrides: tupl
     try:
         sources = _sources(config_path, dev, overrides)
         layered = load_layered(sources)
-        _refuse_open_secrets(layered.config)
+        _refuse_host_issues(layered.config)
     except ConfigError as exc:
         click.echo(f"alysd: {exc}", err=True)
         sys.exit(ExitStatus.CONFIG)
@@ -126,7 +127,7 @@ def main(ctx: click.Context, config_path: str | None, dev: bool, overrides: tupl
     set_title(f"alysd: root {rundir.path}")
     try:
         status = Supervisor(config, rundir, state_dir,
-                            reload_config=lambda: _refuse_open_secrets(
+                            reload_config=lambda: _refuse_host_issues(
                                 load_config_layers(sources))).run()
     except (RuntimeDirError, StateDirError) as exc:
         click.echo(f"alysd: {exc}", err=True)
@@ -134,9 +135,20 @@ def main(ctx: click.Context, config_path: str | None, dev: bool, overrides: tupl
     sys.exit(status)
 
 
-def _refuse_open_secrets(config: Config) -> Config:
-    """``config``, unless a secret file it names is not private (ConfigError)."""
+def _host_issues(config: Config) -> list[ConfigIssue]:
+    """What ``config`` names on this host that alysd cannot use: a secret file
+    that is not private, a control_group that does not exist."""
     issues = check_secret_files(config)
+    try:
+        resolve_group(config.system.control_group)
+    except ConfigError as exc:
+        issues += exc.issues
+    return issues
+
+
+def _refuse_host_issues(config: Config) -> Config:
+    """``config``, unless ``_host_issues`` finds any (ConfigError)."""
+    issues = _host_issues(config)
     if issues:
         raise ConfigError(issues, config.source)
     return config
@@ -161,7 +173,7 @@ def check_config(path: str | None, dev: bool, overrides: tuple[str, ...], as_jso
     """
     try:
         layered = load_layered(_sources(path, dev, overrides))
-        issues = check_imports(layered.config) + check_secret_files(layered.config)
+        issues = check_imports(layered.config) + _host_issues(layered.config)
         source = layered.config.source
     except ConfigError as exc:
         issues, source = exc.issues, exc.source

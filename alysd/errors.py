@@ -133,11 +133,18 @@ class CommandError(RemoteError):
     kind = "CommandError"
 
 
+class Busy(CommandError):
+    """A command that changes actors met one still busy with an earlier command
+    or a reload; nothing was done, and it may be tried again once that answered."""
+
+    kind = "Busy"
+
+
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     cls.kind: cls
     for cls in (RemoteError, UnknownActor, HandlerError, ActorUnavailable, ActorExited,
                 RequestTimeout, MessageTooLarge, MailboxFull, PoisonMessage, PermissionDenied,
-                CommandError)
+                CommandError, Busy)
 }
 
 

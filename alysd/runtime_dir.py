@@ -5,11 +5,15 @@ Both programs resolve the same directory: ``--runtime-dir``, else
 ``/run/alysd`` as root, else ``$XDG_RUNTIME_DIR/alysd``, else
 ``<tempdir>/alysd-<uid>``.
 
-The directory is the security boundary of the control plane: it is created
+The directory is the first boundary of the control plane: it is created
 0700 under umask 077 (ZeroMQ ipc sockets take their mode from the umask), and
-an existing one must belong to us and must not be writable or readable by
-others. Unix socket paths are limited to 107 bytes, so the layout is checked up
-front instead of failing at the first ``bind``.
+an existing one must belong to us; its mode is set to 0700 whatever it was.
+With ``[system] control_group`` it is 0750 owned by that group and only
+``control.sock`` is opened to the group (0660): every other socket and file in
+it stays owner-only, so the group reaches the control plane and nothing else
+(where alysd checks each caller itself: ``alysd.control_access``). Unix socket
+paths are limited to 107 bytes, so the layout is checked up front instead of
+failing at the first ``bind``.
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ class RuntimeDir:
                 f"({len(os.fsencode(longest))} > {MAX_IPC_PATH} bytes for {longest!r}); "
                 f"choose a shorter --runtime-dir")
 
-    def prepare(self) -> None:
-        """Create the directory 0700, or check an existing one is ours and private.
+    def prepare(self, group: int | None = None) -> None:
+        """Create the directory, or check an existing one is ours; then make it
+        0700, or 0750 owned by ``group`` (the gid of ``control_group``).
 
         Raises ``RuntimeDirError`` naming the path and the fix.
         """
@@ -118,9 +123,27 @@ class RuntimeDir:
         if st.st_uid != os.geteuid():
             raise RuntimeDirError(
                 f"runtime dir {self.path!r} belongs to uid {st.st_uid}, not to us (uid {os.geteuid()})")
-        if st.st_mode & 0o027:
-            # 0750 is allowed (a read-only operator group), anything wider is not.
-            os.chmod(self.path, stat.S_IMODE(st.st_mode) & 0o750)
+        if group is not None and st.st_gid != group:
+            _give_to_group(self.path, group)
+        mode = 0o700 if group is None else 0o750
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(self.path, mode)
+
+    def share_control(self, group: int) -> None:
+        """Open the bound control socket to ``group`` (0660): connecting to a unix
+        socket needs write permission on it. Every other socket stays owner-only."""
+        _give_to_group(self.control, group)
+        os.chmod(self.control, 0o660)
+
+
+def _give_to_group(path: str, group: int) -> None:
+    try:
+        os.chown(path, -1, group)
+    except PermissionError as exc:
+        raise RuntimeDirError(
+            f"cannot give {path!r} to group {group} (system.control_group): "
+            f"{exc.strerror}; alysd's user must be a member of that group "
+            "(under systemd: SupplementaryGroups= in the unit)") from exc
 
 
 class DaemonLock:

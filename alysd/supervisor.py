@@ -60,8 +60,9 @@ from alysd.actor_table import PROCESSING_BUCKETS, ActorTable, Counters
 from alysd.bus_control import BusControl, Recipient, deliver
 from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
-from alysd.errors import (ActorUnavailable, AlysdError, CommandError, ConfigError, ConfigIssue,
-                          ProtocolError, UnknownActor)
+from alysd.control_access import ZAP_DOMAIN, ZAP_ENDPOINT, ControlGate, busy_with
+from alysd.errors import (ActorUnavailable, AlysdError, Busy, CommandError, ConfigError,
+                          ConfigIssue, ProtocolError, UnknownActor)
 from alysd.exits import LastExit, classify
 from alysd.process import become_subreaper, raise_fd_limit, reap_exited, signal_group
 from alysd.monitoring import ActorSnapshot, MonitoringServer, SnapshotExchange, SystemSnapshot
@@ -180,12 +181,14 @@ class Answer:
 
 @dataclass
 class PendingCommand:
-    """A control command that answers once its actors settle."""
+    """A control command that answers once its actors settle; until then they
+    are busy with it (``what``: the command as typed, e.g. "restart a")."""
 
     names: list[str]
     want: State
     answer: Answer
     deadline: float
+    what: str
 
 
 @dataclass
@@ -252,7 +255,8 @@ class Supervisor:
         self.exit_status = ExitStatus.OK
         self.started_mono = time.monotonic()
         self.bad_frames = 0
-        self.denied = 0
+        self.denied = 0                        # refused system channel connections
+        self.gate: ControlGate | None = None   # the control plane's access checks, from run()
         self.conns: dict[int, system_channel.Connection] = {}   # fd -> system connection
         self.conn_by_pid: dict[int, system_channel.Connection] = {}
         self.vitals: Vitals | None = None
@@ -286,8 +290,13 @@ class Supervisor:
         if (allowed := raise_fd_limit(wanted)) < wanted:
             log.warning("the open-file limit (%d) is below what %d actors need (%d): raise "
                         "LimitNOFILE or ulimit -n", allowed, len(self.children), wanted)
+        try:
+            self.gate = ControlGate.for_group(self.config.system.control_group, log)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return int(ExitStatus.CONFIG)
         os.umask(0o077)
-        self.rundir.prepare()
+        self.rundir.prepare(group=self.gate.policy.group_gid)
         lock = DaemonLock(self.rundir)
         lock.acquire()
         state_dir = prepare_state_dir(self.state_dir)
@@ -354,14 +363,23 @@ class Supervisor:
             signal.signal(sig, _enqueue_only)
 
     def _run_loop(self) -> int:
+        # The ZAP handler is bound before the control socket, so that no
+        # connection is ever accepted unchecked; it is answered by this loop.
+        self.zap = self.zctx.socket(zmq.REP)
+        self.zap.setsockopt(zmq.LINGER, 0)
+        self.zap.bind(ZAP_ENDPOINT)
         self.control = zmq_bus.bind_router(
             self.zctx, self.rundir.control,
-            max_message_bytes=self.config.system.max_message_bytes + zmq_bus.OVERSIZE_SLACK)
+            max_message_bytes=self.config.system.max_message_bytes + zmq_bus.OVERSIZE_SLACK,
+            zap_domain=ZAP_DOMAIN)
+        if self.gate.policy.group_gid is not None:
+            self.rundir.share_control(self.gate.policy.group_gid)
         self.listener = system_channel.listen(self.rundir.system)
         self.poller = EventPoller()
         for fd in (self.wake_r.fileno(), self.zygote.fileno(), self.listener.fileno()):
             self.poller.add_fd(fd)
         self.poller.add_zmq(self.control)
+        self.poller.add_zmq(self.zap)
         self._start_monitoring()
         if self.notifier.watchdog_interval is not None:
             self.next_watchdog = time.monotonic()
@@ -387,6 +405,8 @@ class Supervisor:
             for sock in sockets:
                 if sock is self.control:
                     self._control_requests()
+                elif sock is self.zap:
+                    self._zap_requests()
                 else:
                     self._relay_replies(self.relay_of[sock])
             self._reconcile()
@@ -610,12 +630,6 @@ class Supervisor:
         if child is not None and child.conn is conn:
             child.conn = None
         conn.close()
-
-    def _recv_pair(self, sock: zmq.Socket) -> tuple[bytes, bytes]:
-        frames = sock.recv_multipart(zmq.NOBLOCK)
-        if len(frames) != 2:
-            raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-        return frames[0], frames[1]
 
     def _bad_frame(self, where: str, exc: Exception) -> None:
         self.bad_frames += 1
@@ -967,15 +981,27 @@ class Supervisor:
 
     # --- control plane ----------------------------------------------------------------
 
+    def _zap_requests(self) -> None:
+        """Answer the handshakes of new control connections (``alysd.control_access``):
+        libzmq holds each connection until its answer, without blocking us."""
+        while True:
+            try:
+                request = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.zap.send_multipart(self.gate.zap_reply(request), zmq.NOBLOCK)
+
     def _control_requests(self) -> None:
         while True:
             try:
-                ident, data = self._recv_pair(self.control)
+                frames = self.control.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            except ProtocolError as exc:
-                self._bad_frame("control socket", exc)
+            if len(frames) != 2:
+                self._bad_frame("control socket", ProtocolError(
+                    f"expected 2 frames, got {len(frames)}"))
                 continue
+            ident, data = frames[0].bytes, frames[1].bytes
             try:
                 req = request_decoder.decode(data)
             except zmq_bus.DECODE_ERRORS as exc:
@@ -987,6 +1013,10 @@ class Supervisor:
             if command is None:
                 answer(False, CommandError(f"unknown command {req.command!r}; known: "
                                            + ", ".join(COMMANDS)))
+                continue
+            refusal = self.gate.authorise(_user_id(frames[1]), command)
+            if refusal is not None:
+                answer(False, refusal)
                 continue
             try:
                 getattr(self, f"cmd_{command.name}")(req.args, answer)
@@ -1015,8 +1045,20 @@ class Supervisor:
             return self.config.actors_under(name)
         raise UnknownActor(f"no actor or supervisor named {name!r}", actor=name)
 
-    def _await(self, names: list[str], want: State, answer, timeout: float) -> None:
-        self.commands.append(PendingCommand(names, want, answer, time.monotonic() + timeout))
+    def _await(self, names: list[str], want: State, answer, timeout: float, what: str) -> None:
+        self.commands.append(PendingCommand(names, want, answer, time.monotonic() + timeout,
+                                            what))
+
+    def _refuse_if_busy(self, names: Iterable[str], *, reload_too: bool = True) -> None:
+        """Raise ``Busy`` when one of ``names`` is still being changed by an earlier
+        command, or (``reload_too``) a reload is in progress: two commands never
+        steer the same actor at once. Checked before anything is changed."""
+        if reload_too and self.reloading is not None:
+            raise Busy(f"busy: a reload ({self.reloading.trigger}) is in progress; try again "
+                       "once it is over")
+        why = busy_with(names, ((f"`{cmd.what}`", cmd.names) for cmd in self.commands))
+        if why is not None:
+            raise Busy(f"busy: {why}; try again once it answered")
 
     def _command_timeout(self, names: list[str]) -> float:
         return sum(self.children[n].spec.start_timeout + (self.children[n].spec.shutdown_timeout or 0)
@@ -1128,6 +1170,7 @@ class Supervisor:
     def cmd_stop(self, args: dict, answer) -> None:
         self._refuse_while_stopping()
         names = self._resolve(args["name"])
+        self._refuse_if_busy(names)
         for name in reversed(names):
             child = self.children[name]
             child.held, child.restart_after_stop = True, False
@@ -1138,19 +1181,22 @@ class Supervisor:
                 self._queue_stop(name)
             else:
                 child.state = State.STOPPED
-        self._await(names, State.STOPPED, answer, self._command_timeout(names))
+        self._await(names, State.STOPPED, answer, self._command_timeout(names),
+                    f"stop {args['name']}")
 
-    def cmd_start(self, args: dict, answer) -> None:
+    def cmd_start(self, args: dict, answer, verb: str = "start") -> None:
         self._refuse_while_stopping()
         names = self._resolve(args["name"])
+        self._refuse_if_busy(names)
         for name in names:
             self._release(self.children[name])
-        self._await(names, State.RUNNING, answer, self._command_timeout(names))
+        self._await(names, State.RUNNING, answer, self._command_timeout(names),
+                    f"{verb} {args['name']}")
 
     def cmd_reset(self, args: dict, answer) -> None:
         """Close circuit breakers, forget backoff, and start what they kept stopped:
         what ``start`` does to anything it starts, asked for by its own name."""
-        self.cmd_start(args, answer)
+        self.cmd_start(args, answer, "reset")
 
     def _lift_holds(self, child: Child) -> None:
         """Forget a commanded stop, an open breaker and backoff: an operator acted."""
@@ -1190,11 +1236,13 @@ class Supervisor:
             tied = {node for target in targets
                     for node in plan_group(self.sups[parent].spec.strategy, siblings, target)[1]}
             nodes = [node for node in siblings if node in tied]
+        self._refuse_if_busy(a for node in nodes for a in self._actors_of(node))
         for actor in named:
             self._lift_holds(self.children[actor])
         group = [a for node in nodes for a in self._actors_of(node) if not self.children[a].held]
         self._restart_group_of(group)
-        self._await(group, State.RUNNING, answer, self._command_timeout(group))
+        self._await(group, State.RUNNING, answer, self._command_timeout(group),
+                    f"restart {name}")
 
     def _restart_group_of(self, actors: list[str], front: bool = True) -> None:
         """Stop these actors (reverse order, one at a time) and start them again in
@@ -1239,6 +1287,10 @@ class Supervisor:
         timeout = float(args.get("timeout", 5.0))
         if name not in self.children:
             raise UnknownActor(f"no actor named {name!r}", actor=name)
+        # Requests to one actor are many at once by nature (its mailbox orders them),
+        # and flow during a reload as every actor's do; but an operator's command
+        # stopping or replacing it is not raced.
+        self._refuse_if_busy([name], reload_too=False)
         child = self.children[name]
         if child.state != State.RUNNING:
             raise ActorUnavailable(f"actor {name!r} is {child.state.value}", actor=name)
@@ -1347,17 +1399,21 @@ class Supervisor:
         valid, every new actor class imports, and no changed key needs a
         restart of alysd. Answers once the affected actors are healthy, or
         once a failed reload was rolled back."""
-        def refuse(why: str) -> None:
+        def refuse(why: str, error: type[CommandError] = CommandError) -> None:
             log.error("reload (%s) refused: %s", trigger, why)
             if answer is not None:
-                answer(False, CommandError(why))
+                answer(False, error(why))
 
         if self.reload_config is None:
             return refuse("this alysd was started without a configuration to reload")
         if self.shutting_down:
             return refuse("alysd is shutting down")
         if self.reloading is not None:
-            return refuse(f"busy: a reload ({self.reloading.trigger}) is in progress")
+            return refuse(f"busy: a reload ({self.reloading.trigger}) is in progress", Busy)
+        if self.commands:
+            # A reload may restart or reconfigure any actor, so it waits for none.
+            return refuse(f"busy: `{self.commands[0].what}` is in progress; try again once "
+                          "it answered", Busy)
         if not self.tree_up_logged:
             return refuse("alysd is still starting its actors")
         try:
@@ -1727,7 +1783,8 @@ class Supervisor:
         for one look (an editor writing it in steps is not caught half way)."""
         self.next_config_look = now + WATCH_INTERVAL
         seen = _file_signature(self.config.source)
-        if seen == self.config_seen or self.reloading is not None:
+        if seen == self.config_seen or self.reloading is not None or self.commands:
+            # Busy (a reload would be refused): the change is taken at a later look.
             return
         if seen != self.config_changing:
             self.config_changing = seen
@@ -1742,6 +1799,9 @@ class Supervisor:
                                        "uptime_s": round(time.monotonic() - self.started_mono, 3),
                                        "rejected_frames": self.bad_frames,
                                        "denied_connections": self.denied,
+                                       "denied_control_connections":
+                                           self.gate.refused_connections,
+                                       "denied_control_commands": self.gate.refused_commands,
                                        "monitoring": self._monitoring_address()})
 
     def _monitoring_address(self) -> str | None:
@@ -1775,6 +1835,14 @@ def _file_signature(path: str | None) -> tuple | None:
     except (OSError, TypeError):
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The User-Id the ZAP handler gave the connection a frame came on."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
 
 
 def _config_key(*parts: str) -> str:

@@ -279,18 +279,23 @@ def _tune(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def bind_router(ctx: zmq.Context, path: str, *, max_message_bytes: int) -> zmq.Socket:
+def bind_router(ctx: zmq.Context, path: str, *, max_message_bytes: int,
+                zap_domain: str | None = None) -> zmq.Socket:
     """A ROUTER bound at a unix socket path, replacing a stale socket file.
 
     The caller holds the runtime dir's daemon lock (or owns the actor name), so a
     file already at ``path`` belongs to a dead process. A frame a little over
     ``max_message_bytes`` still arrives, to be refused with a clear error; a peer
     that sends one far over it is disconnected by libzmq before it is buffered,
-    so a hostile peer cannot make the receiver hold gigabytes.
+    so a hostile peer cannot make the receiver hold gigabytes. With
+    ``zap_domain``, every connection is first put to the ZAP handler of ``ctx``
+    (the option only takes effect when set before the bind).
     """
     sock = _tune(ctx.socket(zmq.ROUTER))
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes + OVERSIZE_SLACK)
+    if zap_domain is not None:
+        sock.setsockopt(zmq.ZAP_DOMAIN, zap_domain.encode())
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -83,3 +83,20 @@ def test_only_allowed_client_keys_get_through(zctx, tmp_path):
         assert load_secret(bad)[0] in server.refused
     finally:
         server.close()
+
+
+def test_alysctl_keygen_prints_the_public_key_and_refuses_to_overwrite(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=REPO)
+    path = str(tmp_path / "node.key")
+    made = subprocess.run([sys.executable, "-m", "alysd.ctl", "keygen", path],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == load_secret(path)[0].decode()
+    again = subprocess.run([sys.executable, "-m", "alysd.ctl", "keygen", path],
+                           capture_output=True, text=True, env=env, timeout=30)
+    assert again.returncode == 1 and "never overwrites a key" in again.stderr

@@ -56,12 +56,52 @@ def test_prepare_narrows_a_wide_directory_it_owns(short_tmp, mode):
     assert got & 0o700 == 0o700
 
 
-def test_prepare_keeps_an_operator_group_read_only_dir(short_tmp):
+def test_prepare_without_a_control_group_closes_a_group_readable_dir(short_tmp):
     path = os.path.join(short_tmp, "d")
     os.mkdir(path)
-    os.chmod(path, 0o750)
+    os.chmod(path, 0o750)   # left by a run with control_group
     RuntimeDir(path).prepare()
+    assert mode_of(path) == 0o700
+
+
+@pytest.mark.parametrize("before", [None, 0o700, 0o755, 0o2770])
+def test_prepare_with_a_control_group_opens_the_dir_to_it_read_only(short_tmp, before):
+    path = os.path.join(short_tmp, "d")
+    if before is not None:
+        os.mkdir(path)
+        os.chmod(path, before)
+    group = os.getegid()   # a group any user may give its files to
+    RuntimeDir(path).prepare(group=group)
     assert mode_of(path) == 0o750
+    assert os.lstat(path).st_gid == group
+
+
+def test_share_control_opens_the_control_socket_alone_to_the_group(short_tmp):
+    rd = RuntimeDir(os.path.join(short_tmp, "d"))
+    rd.prepare(group=os.getegid())
+    old = os.umask(0o077)
+    socks = []
+    try:
+        for path in (rd.control, rd.system, rd.inbox("a")):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.bind(path)
+            socks.append(s)
+    finally:
+        os.umask(old)
+    rd.share_control(os.getegid())
+    assert mode_of(rd.control) == 0o660
+    assert os.lstat(rd.control).st_gid == os.getegid()
+    assert mode_of(rd.system) & 0o077 == 0
+    assert mode_of(rd.inbox("a")) & 0o077 == 0
+    for s in socks:
+        s.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may give a file to any group")
+def test_a_group_alysd_is_not_in_is_refused_naming_the_key(short_tmp):
+    foreign = next(g for g in range(1, 65535) if g not in os.getgroups() and g != os.getegid())
+    with pytest.raises(RuntimeDirError, match="system.control_group"):
+        RuntimeDir(os.path.join(short_tmp, "d")).prepare(group=foreign)
 
 
 def test_prepare_refuses_a_regular_file(short_tmp):
