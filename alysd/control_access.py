@@ -32,12 +32,12 @@ import os
 import pwd
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import msgspec
 
 from alysd.control import Command
 from alysd.errors import ConfigError, ConfigIssue, PermissionDenied
+from alysd.log_throttle import LogThrottle
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 """Where libzmq sends ZAP requests: the handler is bound there in the root's context."""
@@ -180,14 +180,6 @@ def groups_of(uid: int, gid: int) -> list[int]:
 
 # --- the gate: decisions, counted and logged ---------------------------------------------
 
-@dataclass
-class _Window:
-    start: float
-    logged: int = 0
-    suppressed: int = 0
-
-
-@dataclass
 class DenialLog:
     """Warning lines for refusals, at most ``burst`` per ``per`` seconds for each
     ``who`` (a uid), so that a client retrying in a loop cannot flood the
@@ -195,23 +187,15 @@ class DenialLog:
     the same ``who`` says how many were left out (the exact totals are in
     ``alysctl version``)."""
 
-    logger: logging.Logger
-    burst: int = 5
-    per: float = 60.0
-    clock: Callable[[], float] = time.monotonic
-    _windows: dict[str, _Window] = field(default_factory=dict)
+    def __init__(self, logger: logging.Logger, burst: int = 5, per: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.logger = logger
+        self.throttle = LogThrottle(burst=burst, per=per, clock=clock)
 
     def refused(self, who: str, text: str) -> None:
-        now = self.clock()
-        window = self._windows.get(who)
-        left_out = 0
-        if window is None or now - window.start >= self.per:
-            left_out = window.suppressed if window else 0
-            window = self._windows[who] = _Window(start=now)
-        if window.logged >= self.burst:
-            window.suppressed += 1
+        left_out = self.throttle.admit(who)
+        if left_out is None:
             return
-        window.logged += 1
         more = f" ({left_out} more refusals of {who} were not logged)" if left_out else ""
         self.logger.warning("%s%s", text, more)
 

@@ -33,7 +33,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Self
 
 import lmdb
@@ -41,6 +40,7 @@ import msgspec
 
 from alysd import zmq_bus
 from alysd.errors import AlysdError, ProtocolError
+from alysd.log_throttle import LogThrottle
 
 DEFAULT_CAPACITY = 10_000
 # The map is address space, not memory or disk: the file grows with its
@@ -466,13 +466,6 @@ def _json_key(key: Any) -> str:
 
 # --- logging --------------------------------------------------------------------------------
 
-@dataclass
-class _Window:
-    start: float
-    logged: int = 0
-    suppressed: int = 0
-
-
 class RateLimitedLog:
     """Warning lines for dead letters, at most ``burst`` per ``per`` seconds per
     reason, so that a flood of dead letters cannot flood the journal.
@@ -485,23 +478,13 @@ class RateLimitedLog:
     def __init__(self, logger: logging.Logger, *, burst: int = 10, per: float = 10.0,
                  clock: Callable[[], float] = time.monotonic):
         self.logger = logger
-        self.burst = burst
-        self.per = per
-        self.clock = clock
-        self._windows: dict[str, _Window] = {}
+        self.throttle = LogThrottle(burst=burst, per=per, clock=clock)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         reason = letter.reason.value if isinstance(letter.reason, Reason) else letter.reason
-        now = self.clock()
-        window = self._windows.get(reason)
-        suppressed = 0
-        if window is None or now - window.start >= self.per:
-            suppressed = window.suppressed if window else 0
-            window = self._windows[reason] = _Window(start=now)
-        if window.logged >= self.burst:
-            window.suppressed += 1
+        suppressed = self.throttle.admit(reason)
+        if suppressed is None:
             return
-        window.logged += 1
         self.logger.warning(
             "dead letter (%s): message %d from %s to %s%s%s", reason, letter.message_id,
             letter.sender, letter.target, f": {letter.detail}" if letter.detail else "",
@@ -509,8 +492,5 @@ class RateLimitedLog:
 
     def flush(self) -> None:
         """Log how many lines each reason suppressed and were not reported yet."""
-        for reason, window in self._windows.items():
-            if window.suppressed:
-                self.logger.warning("%d more %s dead letters were not logged", window.suppressed,
-                                    reason)
-                window.suppressed = 0
+        for reason, suppressed in self.throttle.pending():
+            self.logger.warning("%d more %s dead letters were not logged", suppressed, reason)
