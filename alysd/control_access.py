@@ -46,6 +46,7 @@ ZAP_DOMAIN = "alysd-control"
 domain is set."""
 ZAP_VERSION = b"1.0"
 GROUP_KEY = "system.control_group"
+GROUPS_TTL = 60.0   # seconds a uid's groups, as the databases gave them, are used again
 
 
 class Role(str, enum.Enum):
@@ -203,16 +204,23 @@ class DenialLog:
 class ControlGate:
     """The control plane's access checks, with their counters and their log.
 
-    ``zap_reply`` answers one ZAP request; ``authorise`` checks one command.
-    Neither blocks on anything but the local user and group databases, read
-    only for a caller that is neither the owner nor root, once per connection.
+    ``zap_reply`` answers one ZAP request; ``authorise`` checks one command and
+    logs each mutating one it lets through (an audit trail of who changed
+    what). Neither blocks on anything but the local user and group databases,
+    read only for a caller that is neither the owner nor root, at most once per
+    ``GROUPS_TTL`` seconds for each uid (a lookup may go to a remote directory
+    service, and this runs in the root's loop).
     """
 
     def __init__(self, policy: AccessPolicy, logger: logging.Logger,
-                 groups: Callable[[int, int], list[int]] = groups_of):
+                 groups: Callable[[int, int], list[int]] = groups_of,
+                 clock: Callable[[], float] = time.monotonic):
         self.policy = policy
+        self.logger = logger
         self.log = DenialLog(logger)
         self._groups = groups
+        self._clock = clock
+        self._known: dict[tuple[int, int], tuple[float, list[int]]] = {}
         self.refused_connections = 0
         self.refused_commands = 0
 
@@ -226,8 +234,15 @@ class ControlGate:
     def role(self, peer: Peer) -> Role | None:
         # The databases are read only when the answer depends on them.
         lookup = peer.uid not in (self.policy.owner_uid, 0) and self.policy.group_gid is not None
-        groups = self._groups(peer.uid, peer.gid) if lookup else ()
+        groups = self._groups_of(peer.uid, peer.gid) if lookup else ()
         return role_of(self.policy, peer.uid, peer.gid, groups)
+
+    def _groups_of(self, uid: int, gid: int) -> list[int]:
+        now = self._clock()
+        known = self._known.get((uid, gid))
+        if known is None or now - known[0] >= GROUPS_TTL:
+            known = self._known[(uid, gid)] = (now, self._groups(uid, gid))
+        return known[1]
 
     def zap_reply(self, request: list[bytes]) -> list[bytes]:
         """The reply frames to one ZAP request (RFC 27): 200 with the caller's
@@ -252,11 +267,17 @@ class ControlGate:
         self.log.refused(who, text)
         return [ZAP_VERSION, request_id, b"400", b"not allowed", b"", b""]
 
-    def authorise(self, user: str | None, command: Command) -> PermissionDenied | None:
-        """None when the connection stamped ``user`` may run ``command``; else
-        the error to answer (counted and logged)."""
+    def authorise(self, user: str | None, command: Command,
+                  target: str | None = None) -> PermissionDenied | None:
+        """None when the connection stamped ``user`` may run ``command`` (on
+        ``target``, for the audit line); else the error to answer (counted and
+        logged)."""
         caller = parse_user_id(user) if user is not None else None
         if caller is not None and may_run(caller.role, command):
+            if command.mutating:
+                self.logger.info("control: uid %d (%s) runs %s%s", caller.uid,
+                                 caller.role.value, command.name,
+                                 f" {target}" if target is not None else "")
             return None
         self.refused_commands += 1
         why = command_refusal(self.policy, caller, command)

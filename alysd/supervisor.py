@@ -1014,7 +1014,9 @@ class Supervisor:
                 answer(False, CommandError(f"unknown command {req.command!r}; known: "
                                            + ", ".join(COMMANDS)))
                 continue
-            refusal = self.gate.authorise(_user_id(frames[1]), command)
+            target = req.args.get("name", req.args.get("id"))
+            refusal = self.gate.authorise(_user_id(frames[1]), command,
+                                          None if target is None else str(target))
             if refusal is not None:
                 answer(False, refusal)
                 continue

@@ -181,3 +181,39 @@ def test_an_actor_of_a_pending_command_is_busy_with_it():
     assert busy_with(["x", "w.1"], pending) == "actor 'w.1' is busy: `restart w` is in progress"
     assert busy_with([], pending) is None
     assert busy_with(["b"], []) is None
+
+
+def test_group_lookups_are_made_at_most_once_a_minute_per_uid():
+    import logging as _logging
+
+    from alysd.control_access import GROUPS_TTL, AccessPolicy, ControlGate, Peer
+
+    calls, now = [], [0.0]
+
+    def groups(uid, gid):
+        calls.append(uid)
+        return [4242]
+    gate = ControlGate(AccessPolicy(1, 4242, "ops"), _logging.getLogger("t"), groups,
+                       clock=lambda: now[0])
+    for _ in range(3):
+        assert gate.role(Peer(7, 7, 1)) is not None
+    assert calls == [7]
+    now[0] = GROUPS_TTL
+    gate.role(Peer(7, 7, 2))
+    assert calls == [7, 7]
+    gate.role(Peer(1, 1, 3))          # the owner: no lookup at all
+    assert calls == [7, 7]
+
+
+def test_an_allowed_mutating_command_is_audit_logged(caplog):
+    import logging as _logging
+
+    from alysd.control import COMMANDS
+    from alysd.control_access import AccessPolicy, ControlGate
+
+    gate = ControlGate(AccessPolicy(1, None, None), _logging.getLogger("audit-test"))
+    with caplog.at_level(_logging.INFO, logger="audit-test"):
+        assert gate.authorise("1:1:owner", COMMANDS["restart"], "engine") is None
+        assert gate.authorise("1:1:owner", COMMANDS["status"]) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "control: uid 1 (owner) runs restart engine"]
