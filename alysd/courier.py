@@ -309,25 +309,26 @@ class Courier:
                 log.warning("a message to %s would be denied outside development: %s",
                             target, detail)
             return
-        try:
-            frame = zmq_bus.encode_envelope(kind, 0, message, sender=self.name, target=target)
-        except TypeError:
-            frame = b""
-        self.sink.add(Reason.DENIED, sender=self.name, target=target, message_id=0, frame=frame,
-                      detail=detail)
+        self.sink.add(Reason.DENIED, sender=self.name, target=target, message_id=0,
+                      frame=self._refused_frame(kind, message, target), detail=detail)
         raise PermissionDenied(detail, actor=to)
 
     def _target(self, to: str, message: Any) -> str:
         try:
             return self.resolve(to)
         except UnknownActor:
-            try:
-                frame = zmq_bus.encode_envelope(_TELL, 0, message, sender=self.name, target=to)
-            except TypeError:
-                frame = b""
             self.sink.add(Reason.UNKNOWN_ACTOR, sender=self.name, target=to, message_id=0,
-                          frame=frame, detail="no such actor or pool in the configuration")
+                          frame=self._refused_frame(_TELL, message, to),
+                          detail="no such actor or pool in the configuration")
             raise
+
+    def _refused_frame(self, kind: int, message: Any, target: str) -> bytes:
+        """A message refused before it got an id, framed for its dead letter
+        (empty when it cannot even be encoded)."""
+        try:
+            return zmq_bus.encode_envelope(kind, 0, message, sender=self.name, target=target)
+        except TypeError:
+            return b""
 
     def _push(self, box: Outbox, mid: int, frame: bytes) -> bool:
         """Hand a new message to the socket. When the socket's buffers stay full

@@ -226,6 +226,7 @@ class ActorProcess:
         self.rundir = RuntimeDir(boot.runtime_dir)
         self.max_bytes = boot.max_message_bytes
         self.directory = directory
+        self.restricted = _restricted(directory)
         self.log = logging.getLogger(f"alysd.actor.{self.name}")
         self.actor = actor_cls()
         self.ctx = Context(self)
@@ -528,6 +529,7 @@ class ActorProcess:
             return   # older than what this process was forked with
         self.table.adopt(topology.slots)
         self.directory = self.directory.with_topology(topology)
+        self.restricted = _restricted(self.directory)
         self.courier.use_directory(self.directory)
 
     def _restore(self) -> bool:
@@ -720,8 +722,9 @@ class ActorProcess:
                          Reason.FORGED, env.message_id)
             return
         entry = (ident, env, data)
-        peer = self.directory.peers.get(sender)
-        if peer is not None and peer.permissions is not None and self._denied(entry, peer):
+        # Most trees give no actor permissions: then this costs one truth test.
+        restricted = self.restricted
+        if restricted and sender in restricted and self._denied(entry, restricted[sender]):
             return
         if self.rules:
             rule = filters.verdict(self.rules, env, self.name)
@@ -1069,6 +1072,11 @@ def _signals_to_the_main_thread():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _restricted(directory: Directory) -> dict[str, Peer]:
+    """The senders whose messages are checked against their permissions."""
+    return {name: peer for name, peer in directory.peers.items() if peer.permissions is not None}
 
 
 def _intake_limit(mailbox: MailboxSpec) -> int:

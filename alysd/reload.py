@@ -118,9 +118,9 @@ class ReloadPlan(msgspec.Struct, frozen=True, kw_only=True):
                     or self.supervisors_removed or self.supervisors_changed or self.system
                     or self.sections or self.refused)
 
-    def treated(self, treatment: Treatment) -> list[str]:
-        """Names of the changed actors applied with ``treatment``, in start order."""
-        return [change.name for change in self.changed if change.treatment is treatment]
+    def change(self, name: str) -> ActorChange | None:
+        """How actor ``name``'s spec changed, or None when it did not."""
+        return next((c for c in self.changed if c.name == name), None)
 
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:

@@ -140,7 +140,6 @@ class Child:
     reason: str | None = None          # why it is not running, for operators
     generation: int = 0                # the directory generation its incarnation was forked with
     restore_from: str | None = None    # a state blob its next incarnation restores (reload)
-    removing: bool = False             # a reload removed it: dropped once stopped
 
     @property
     def name(self) -> str:
@@ -269,6 +268,7 @@ class Supervisor:
         self.round_robin: dict[str, int] = {}
         self.bus: BusControl | None = None
         self.reloading: ReloadRun | None = None
+        self.removed: set[str] = set()   # actors a reload removed, dropped once stopped
         self.directory = Directory.from_config(config)
         self.topologies: list[Topology] = []   # generation n is topologies[n - 1]
         self.reconfigure_seq = 0
@@ -837,7 +837,7 @@ class Supervisor:
             self.booted = True
             self.begin_shutdown(ExitStatus.GAVE_UP)
         self._advance_stops()
-        if any(c.removing for c in self.children.values()):
+        if self.removed:
             self._drop_removed()
         if not self.shutting_down:
             self._release_delayed(now)
@@ -1174,17 +1174,21 @@ class Supervisor:
         names = self._resolve(args["name"])
         self._refuse_if_busy(names)
         for name in reversed(names):
-            child = self.children[name]
-            child.held, child.restart_after_stop = True, False
-            child.reason = "stopped by command"
-            self.start_queue.pop(name, None)
-            self.delayed.pop(name, None)
-            if child.live:
-                self._queue_stop(name)
-            else:
-                child.state = State.STOPPED
+            self._hold(self.children[name], "stopped by command")
         self._await(names, State.STOPPED, answer, self._command_timeout(names),
                     f"stop {args['name']}")
+
+    def _hold(self, child: Child, reason: str) -> None:
+        """Stop ``child`` (if it runs) and keep it stopped: nothing restarts it
+        until an operator or a reload releases it."""
+        child.held, child.restart_after_stop = True, False
+        child.reason = reason
+        self.start_queue.pop(child.name, None)
+        self.delayed.pop(child.name, None)
+        if child.live:
+            self._queue_stop(child.name)
+        else:
+            child.state = State.STOPPED
 
     def cmd_start(self, args: dict, answer, verb: str = "start") -> None:
         self._refuse_while_stopping()
@@ -1522,7 +1526,8 @@ class Supervisor:
             if child is None:
                 self.children[name] = Child(new.actors[name], track=ChildTrack(new.actors[name]))
             else:   # removed going forward and still stopping: it stays
-                child.spec, child.removing, child.held = new.actors[name], False, False
+                child.spec, child.held = new.actors[name], False
+                self.removed.discard(name)
         # Records in the new start order; removed ones last, so that a shutdown
         # now stops them first.
         self.children = {**{name: self.children[name] for name in new.actors},
@@ -1537,20 +1542,20 @@ class Supervisor:
                 child.track = ChildTrack(child.spec)
             else:
                 child.track.spec = child.spec
+            serving = child.state == State.RUNNING and child.conn is not None
             if change.treatment is Treatment.RESTART or (
-                    not forward and (change.name in run.restarted
-                                     or child.state != State.RUNNING)):
-                # Rolling back, what going forward restarted (or left not running)
-                # is restarted again, to get its state from before the reload back.
-                restart.append(change.name)
-            elif change.treatment is Treatment.LIVE:
-                if child.state == State.RUNNING and child.conn is not None:
-                    live.append(change.name)
-                elif child.live:
+                    # Rolling back, what going forward restarted (or left not running)
+                    # is restarted again, to get its state from before the reload back.
+                    not forward and (change.name in run.restarted or not serving)) or (
                     # Forked with the old spec and not serving yet: a new incarnation
                     # is the sure way for it to run the new one.
-                    restart.append(change.name)
-                # else: not running; its next incarnation is forked with the new spec
+                    change.treatment is Treatment.LIVE and not serving and child.live):
+                restart.append(change.name)
+                if forward:
+                    run.restarted[change.name] = list(change.fields)
+            elif change.treatment is Treatment.LIVE and serving:
+                live.append(change.name)
+            # else: in place, or not running (its next incarnation gets the new spec)
         for name in retune:
             child = self.children.get(name)
             if child is not None and child.pid is not None and name not in restart:
@@ -1561,22 +1566,12 @@ class Supervisor:
             run.awaited[name] = Awaited(name=name, awaiting=Awaiting.GONE,
                                         incarnation=child.incarnation, restarts=child.restarts,
                                         health_before=child.health)
-            child.removing = child.held = True
-            child.restart_after_stop = False
-            child.reason = "removed by a reload"
-            self.start_queue.pop(name, None)
-            self.delayed.pop(name, None)
-            if child.live:
-                if forward and child.conn is not None:
-                    run.preserved[name] = self._preserve_on_stop(child)
-                self._queue_stop(name)
-            else:
-                child.state = State.STOPPED
+            self.removed.add(name)
+            if forward and child.live and child.conn is not None:
+                run.preserved[name] = self._preserve_on_stop(child)   # before its stop signal
+            self._hold(child, "removed by a reload")
         for name in live:
             self._reconfigure_live(run, self.children[name])
-        if forward:
-            for name in restart:
-                run.restarted[name] = list(next(c.fields for c in plan.changed if c.name == name))
         self._reload_restart(run, restart, forward=forward)
         for name in plan.added:
             child = self.children[name]
@@ -1671,7 +1666,7 @@ class Supervisor:
         awaited.outcome, awaited.error = msg.outcome, msg.error
         if msg.outcome == "needs_restart":
             # Its class cannot take a new config live: a new incarnation takes it.
-            change = next((c for c in run.plan.changed if c.name == child.name), None)
+            change = run.plan.change(child.name)
             run.restarted[child.name] = list(change.fields) if change else ["config"]
             self._reload_restart(run, [child.name], forward=run.phase == "applying")
 
@@ -1711,7 +1706,8 @@ class Supervisor:
         """What a reload judges of an actor; None once it is gone, or (unless
         its removal is what is awaited) once a reload removed it."""
         child = self.children.get(awaited.name)
-        if child is None or (child.removing and awaited.awaiting is not Awaiting.GONE):
+        if child is None or (awaited.name in self.removed
+                             and awaited.awaiting is not Awaiting.GONE):
             return None
         return Facts(child.state.value, child.incarnation, child.restarts, child.health)
 
@@ -1746,10 +1742,10 @@ class Supervisor:
         """Forget the actors a reload removed once they have stopped: their
         records, sockets, watches, and (dead-lettered) undelivered messages;
         then tell the others they are gone."""
-        dropped = False
-        for name, child in list(self.children.items()):
-            if not child.removing or child.live or child.state == State.STOPPING:
-                continue
+        gone = [name for name in self.removed
+                if not self.children[name].live and self.children[name].state != State.STOPPING]
+        for name in gone:
+            child = self.children[name]
             for cmd in self.commands:
                 if name in cmd.names:
                     cmd.names.remove(name)
@@ -1769,11 +1765,10 @@ class Supervisor:
             except FileNotFoundError:
                 pass
             del self.children[name]
-            dropped = True
+            self.removed.discard(name)
             log.info("actor %s removed by a reload", name)
-        if dropped:
-            self._publish_directory(self.config, keep=tuple(
-                name for name, child in self.children.items() if child.removing))
+        if gone:
+            self._publish_directory(self.config, keep=tuple(self.removed))
 
     def _watch_config_file(self) -> None:
         self.config_seen = _file_signature(self.config.source)
