@@ -233,18 +233,19 @@ class Courier:
 
     def frame(self, target: str, kind: int, message: Any, *, priority: int = Priority.NORMAL,
               timeout: float | None = None, routing: int = RoutingKind.DIRECT,
-              route: str | None = None) -> tuple[int, bytes]:
+              route: str | None = None, origin: str | None = None) -> tuple[int, bytes]:
         mid = self.ids.next()
         frame = zmq_bus.encode_envelope(kind, mid, message, sender=self.name, target=target,
                                         priority=priority, timeout=timeout, routing=routing,
-                                        route=route)
+                                        route=route, origin=origin)
         zmq_bus.check_size(frame, self.max_bytes, target=target)
         return mid, frame
 
     def tell(self, to: str, kind: int, message: Any, *, priority: int = Priority.NORMAL,
              routing: int = RoutingKind.DIRECT, route: str | None = None,
-             timeout: float = SEND_TIMEOUT) -> None:
-        """Send a one-way message (``TELL``, ``EVENT`` or ``BATCH``) to ``to``."""
+             timeout: float = SEND_TIMEOUT, origin: str | None = None) -> None:
+        """Send a one-way message (``TELL``, ``EVENT`` or ``BATCH``) to ``to``.
+        ``origin`` is for the host link only: the remote sender it relays for."""
         box = self.outboxes.get(to)      # the common case: an actor already sent to
         if box is None:
             target = self._target(to, message)
@@ -255,7 +256,7 @@ class Courier:
             self.permit(to, box.target, kind, message,
                         route if routing == RoutingKind.BROADCAST else None)
         mid, frame = self.frame(box.target, kind, message, priority=priority, routing=routing,
-                                route=route)
+                                route=route, origin=origin)
         # One read of the shared table serves backpressure and liveness.
         incarnation, state, depth = self.table.look(box.slot)
         capacity = box.peer.capacity

@@ -309,13 +309,22 @@ def reset(obj: dict, name: str) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-def keygen(path: str) -> None:
+@click.option("--network-key", is_flag=True,
+              help="Write a network's HMAC key (network.network_key_file) instead.")
+def keygen(path: str, network_key: bool) -> None:
     """Write a new CURVE key pair for a TCP endpoint: PATH (the secret key,
     readable by its owner only) and PATH.pub; print the public key, the value
-    peers list in network.curve_clients. Never overwrites a key."""
-    from alysd.curve import generate_keypair   # zmq.auth: only this command needs it
-
+    peers list in network.curve_clients and network.peers. With --network-key,
+    write instead a network's HMAC key (network.network_key_file: every node of
+    the network holds a copy, 0600). Never overwrites a key."""
     with _exit_on_error("keygen"):
+        if network_key:
+            from alysd.seal import generate_network_key
+            generate_network_key(path)
+            click.echo(f"wrote a network key to {path}: copy it to every node of the network "
+                       "(mode 0600)")
+            return
+        from alysd.curve import generate_keypair   # zmq.auth: only this command needs it
         click.echo(generate_keypair(path))
 
 

@@ -29,6 +29,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from alysd.errors import AlysdError
 from alysd.node_sections import is_loopback
+from alysd.zmq_bus import OVERSIZE_SLACK
 
 ZAP_DOMAIN = "alysd"
 
@@ -93,20 +94,23 @@ class CurveServer:
 
 
 def bind_tcp_router(ctx: zmq.Context, host: str, port: int, *, secret_file: str | None,
-                    allowed: list[str]) -> CurveServer:
+                    allowed: list[str], max_message_bytes: int | None = None) -> CurveServer:
     """A ROUTER bound at tcp://host:port (port 0 picks one): a CURVE server with
     the key in ``secret_file`` admitting the Z85 public keys in ``allowed``, or,
-    on a loopback address only, a plain one when ``secret_file`` is None."""
+    on a loopback address only, a plain one when ``secret_file`` is None.
+    A client that connects again under the same routing id takes its old
+    connection over. With ``max_message_bytes``, libzmq disconnects a peer
+    sending a frame far over it before buffering it."""
     if secret_file is None:
         if not is_loopback(host):
             raise CurveRequired(f"refusing to bind tcp://{host}:{port} without CURVE: give a "
                                 "key (alysctl keygen) for an address other than loopback")
-        sock = ctx.socket(zmq.ROUTER)
+        sock = _router(ctx, max_message_bytes)
         sock.ipv6 = ":" in host
         sock.bind(_endpoint(host, port))
         return CurveServer(sock, None)
     public, secret = load_secret(secret_file)
-    server = CurveServer(ctx.socket(zmq.ROUTER), None)
+    server = CurveServer(_router(ctx, max_message_bytes), None)
     admitted = {key.encode() for key in allowed}
 
     auth = ThreadAuthenticator(ctx)
@@ -120,6 +124,41 @@ def bind_tcp_router(ctx: zmq.Context, host: str, port: int, *, secret_file: str 
     sock.ipv6 = ":" in host
     sock.bind(_endpoint(host, port))
     return server
+
+
+def connect_tcp_dealer(ctx: zmq.Context, host: str, port: int, identity: str, *,
+                       server_key: str | None, secret_file: str | None) -> zmq.Socket:
+    """A DEALER with routing id ``identity`` connected to tcp://host:port: a
+    CURVE client of the server whose Z85 public key is ``server_key``, using the
+    key pair in ``secret_file``; without ``server_key``, a plain connection, to
+    a loopback address only (``CurveRequired`` otherwise)."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, identity.encode())
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.ipv6 = ":" in host
+    if server_key is None:
+        if not is_loopback(host):
+            sock.close()
+            raise CurveRequired(f"refusing to connect to tcp://{host}:{port} without CURVE: "
+                                "give the server's public key")
+    else:
+        if secret_file is None:
+            sock.close()
+            raise CurveRequired(f"a CURVE connection to tcp://{host}:{port} needs this node's "
+                                "own key (curve_secret_file)")
+        public, secret = load_secret(secret_file)
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_serverkey = server_key.encode()
+    sock.connect(_endpoint(host, port))
+    return sock
+
+
+def _router(ctx: zmq.Context, max_message_bytes: int | None) -> zmq.Socket:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    if max_message_bytes is not None:
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes + OVERSIZE_SLACK)
+    return sock
 
 
 @dataclass

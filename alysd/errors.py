@@ -37,6 +37,13 @@ class ConfigError(AlysdError):
         super().__init__(head + ":\n" + "\n".join(f"  {i}" for i in self.issues))
 
 
+class ActorConfigError(AlysdError):
+    """Raised by an actor's ``started()``: it cannot run with its configuration
+    (a missing key file, a setting it needs). The incarnation exits with
+    ``EX_CONFIG`` and the actor is left ``failed`` rather than restarted into
+    the same error."""
+
+
 class ProtocolError(AlysdError):
     """A frame or envelope that does not follow the wire protocol."""
 

@@ -21,6 +21,7 @@ SECRET_FILE_KEYS = (
     ("chain", "validator_key_file"),
     ("bridge", "bitcoin_rpc_password_file"),
     ("network", "curve_secret_file"),
+    ("network", "network_key_file"),
 )
 """(section, key) of every config key naming a file that holds a secret."""
 

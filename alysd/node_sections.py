@@ -35,7 +35,7 @@ import msgspec
 
 from alysd.config_checks import (REFUSED, Schema, address, address_text, array, boolean,
                                  choice, duration, integer, listen, number_between,
-                                 refused_inline, redact, show, size, string, url)
+                                 refused_inline, redact, show, size, spelled_as, string, url)
 from alysd.errors import ConfigIssue
 
 if TYPE_CHECKING:
@@ -79,8 +79,23 @@ class ChainSpec(msgspec.Struct, frozen=True, kw_only=True):
     dev_keys: bool = False
 
 
+class LinkPeer(msgspec.Struct, frozen=True, kw_only=True):
+    """Another node that the host link (``alysd.host_link``) exchanges messages
+    with: its name, where it listens, and its CURVE public key (required unless
+    its address is loopback)."""
+
+    name: str
+    address: tuple[str, int]
+    public_key: str | None = None
+
+
 class NetworkSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Peer-to-peer networking; addresses are (host, port)."""
+    """Networking between nodes; addresses are (host, port).
+
+    ``node_name``, ``network_key_file`` (the HMAC key every node of the network
+    shares), ``envelope_window``, ``replay_cache`` and ``peers`` configure the
+    host link that carries messages between the actors of different nodes.
+    """
 
     listen: tuple[str, int] = ("127.0.0.1", 30303)
     external_address: tuple[str, int] | None = None
@@ -88,6 +103,11 @@ class NetworkSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_peers: int = 50
     curve_secret_file: str | None = None   # this node's CURVE key (alysctl keygen)
     curve_clients: tuple[str, ...] = ()    # Z85 public keys of the peers it admits
+    node_name: str = "node"
+    network_key_file: str | None = None
+    envelope_window: float = 30.0
+    replay_cache: int = 100_000
+    peers: tuple[LinkPeer, ...] = ()
 
 
 class BridgeSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,6 +195,44 @@ def _z85_key(value: Any) -> str:
     return value
 
 
+_NODE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
+
+
+def node_name(value: Any) -> str:
+    """A node's name on the host link: like an actor's name."""
+    if not (isinstance(value, str) and _NODE_NAME.fullmatch(value)):
+        raise ValueError(f"expected a node name (a-z, then a-z, 0-9, _ or -; at most 48), "
+                         f"got {show(value)}")
+    return value
+
+
+_PEER_KEYS = ("name", "address", "public_key")
+
+
+@spelled_as(lambda peer: {key: (address_text(value) if key == "address" else value)
+                          for key, value in msgspec.structs.asdict(peer).items()
+                          if value is not None})
+def link_peer(value: Any) -> LinkPeer:
+    """``{name = "bob", address = "203.0.113.7:30303", public_key = "Z85..."}``."""
+    if not isinstance(value, dict):
+        raise ValueError(f'expected a table such as {{name = "bob", address = '
+                         f'"203.0.113.7:30303", public_key = "..."}}, got {show(value)}')
+    unknown = sorted(set(value) - set(_PEER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (expected {', '.join(_PEER_KEYS)})")
+    for key in ("name", "address"):
+        if key not in value:
+            raise ValueError(f"{key} is missing")
+    name, host_port = node_name(value["name"]), address(value["address"])
+    public_key = value.get("public_key")
+    if public_key is not None:
+        _z85_key(public_key)
+    elif not is_loopback(host_port[0]):
+        raise ValueError(f"peer {name!r}: an address other than loopback needs its public_key "
+                         "(CURVE)")
+    return LinkPeer(name=name, address=host_port, public_key=public_key)
+
+
 def evm_address(value: Any) -> str:
     """An EVM address: "0x" and 40 hex digits, kept as written."""
     if not (isinstance(value, str) and len(value) == 42 and value.startswith("0x")
@@ -209,6 +267,11 @@ NETWORK: Schema = {
     "max_peers": integer(1),
     "curve_secret_file": _PATH,
     "curve_clients": array(_z85_key, "CURVE public keys", key=lambda k: k),
+    "node_name": node_name,
+    "network_key_file": _PATH,
+    "envelope_window": duration,
+    "replay_cache": integer(1000),
+    "peers": array(link_peer, "peer tables", key=lambda peer: peer.name),
 }
 BRIDGE: Schema = {
     "bitcoin_network": choice(BITCOIN_NETWORKS),
@@ -280,6 +343,19 @@ def check_sections(values: dict[str, dict[str, Any]], issues: list[ConfigIssue])
         issues.append(ConfigIssue("network.listen", "an address other than loopback needs "
                                   "network.curve_secret_file (CURVE; alysctl keygen makes one), "
                                   f"got {show(f'{listen[0]}:{listen[1]}')}"))
+    peers = network.get("peers", ())
+    if peers and peers is not REFUSED:
+        if network.get("network_key_file") is None:
+            issues.append(ConfigIssue("network.peers", "messages to other nodes are sealed with "
+                                      "the network's key: give network.network_key_file "
+                                      "(alysctl keygen --network-key makes one)"))
+        if curve is None and any(peer.public_key for peer in peers):
+            issues.append(ConfigIssue("network.peers", "a peer with a public_key is reached "
+                                      "over CURVE: give network.curve_secret_file"))
+        own = network.get("node_name", NetworkSpec().node_name)
+        if any(peer.name == own for peer in peers):
+            issues.append(ConfigIssue("network.peers", f"a peer named {own!r} is this node "
+                                      "(network.node_name)"))
     threshold = bridge.get("federation_threshold", BridgeSpec().federation_threshold)
     if threshold is REFUSED:
         return

@@ -78,7 +78,7 @@ from alysd.config import ActorSpec, Backpressure, Delivery, MailboxSpec
 from alysd.courier import SEND_TIMEOUT, TEND_INTERVAL, Courier
 from alysd.dead_letter_sink import DeadLetterSink
 from alysd.dead_letters import Reason
-from alysd.errors import (HandlerError, MailboxFull, MessageTooLarge, PermissionDenied,
+from alysd.errors import (ActorConfigError, HandlerError, MailboxFull, MessageTooLarge, PermissionDenied,
                           ProtocolError, RemoteError)
 from alysd.exits import ExitCode
 from alysd.mailbox import Admission, Mailbox
@@ -143,6 +143,12 @@ class Context:
     def message(self) -> Envelope | None:
         """The envelope being handled (ids, sender, metadata), or None."""
         return self._p.current
+
+    @property
+    def state_dir(self) -> str:
+        """alysd's state dir (private to its user, kept across restarts): where
+        an actor keeps its durable files, under a name of its own."""
+        return os.path.dirname(self._p.boot.dead_letters)
 
     def send(self, to: str, message: Any, *, priority: Priority = Priority.NORMAL,
              timeout: float = SEND_TIMEOUT) -> None:
@@ -226,7 +232,7 @@ class ActorProcess:
         self.rundir = RuntimeDir(boot.runtime_dir)
         self.max_bytes = boot.max_message_bytes
         self.directory = directory
-        self.restricted = _restricted(directory)
+        self.restricted = _restricted(directory, self.name)
         self.log = logging.getLogger(f"alysd.actor.{self.name}")
         self.actor = actor_cls()
         self.ctx = Context(self)
@@ -309,6 +315,9 @@ class ActorProcess:
                 return ExitCode.START_FAILED
             try:
                 self._call(self.actor.started, self.ctx)
+            except ActorConfigError as exc:
+                self.log.critical("cannot run with its configuration: %s", exc)
+                return ExitCode.CONFIG
             except Exception:
                 self.log.error("started() failed:\n%s", traceback.format_exc().rstrip())
                 return ExitCode.START_FAILED
@@ -529,7 +538,7 @@ class ActorProcess:
             return   # older than what this process was forked with
         self.table.adopt(topology.slots)
         self.directory = self.directory.with_topology(topology)
-        self.restricted = _restricted(self.directory)
+        self.restricted = _restricted(self.directory, self.name)
         self.courier.use_directory(self.directory)
 
     def _restore(self) -> bool:
@@ -1074,9 +1083,13 @@ def _signals_to_the_main_thread():
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
-def _restricted(directory: Directory) -> dict[str, Peer]:
-    """The senders whose messages are checked against their permissions."""
-    return {name: peer for name, peer in directory.peers.items() if peer.permissions is not None}
+def _restricted(directory: Directory, own: str) -> dict[str, Peer]:
+    """The senders whose messages are checked against their permissions: those
+    that have some, but this actor itself (what it sends itself, such as the
+    host link's thread handing in what came from another host, goes nowhere
+    else)."""
+    return {name: peer for name, peer in directory.peers.items()
+            if peer.permissions is not None and name != own}
 
 
 def _intake_limit(mailbox: MailboxSpec) -> int:

@@ -87,6 +87,9 @@ class Metadata(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     retry_count: int = 0
     max_retries: int = 0
     timeout: float | None = None
+    # "actor@node" for a message that came from another host: stamped by the
+    # host link (``alysd.host_link``), which is then ``from_actor``.
+    origin: str | None = None
 
 
 class Envelope(msgspec.Struct, array_like=True, kw_only=True, gc=False):
@@ -189,7 +192,8 @@ def decode_error(payload: msgspec.Raw) -> RemoteError:
 def encode_envelope(kind: int, message_id: int, message: Any, *, sender: str, target: str,
                     correlation_id: int | None = None, routing: int = RoutingKind.DIRECT,
                     priority: int = Priority.NORMAL, timeout: float | None = None,
-                    route: str | None = None, max_retries: int = 0) -> bytes:
+                    route: str | None = None, max_retries: int = 0,
+                    origin: str | None = None) -> bytes:
     """Encode one envelope with ``message`` embedded as its payload.
 
     The envelope is written as a plain tuple in ``Envelope``'s field order
@@ -200,7 +204,7 @@ def encode_envelope(kind: int, message_id: int, message: Any, *, sender: str, ta
     """
     return _encoder.encode((
         int(kind), message_id, correlation_id, (int(routing), route or target), message,
-        (time.time(), sender, target, None, 0, max_retries, timeout), int(priority)))
+        (time.time(), sender, target, None, 0, max_retries, timeout, origin), int(priority)))
 
 
 def encode_ack(sender: str, target: str, message_ids: list[int], *, message_id: int) -> bytes:

@@ -160,7 +160,7 @@ class Recorder(Actor):
             "name": ctx.name, "m": m, "from": env.metadata.from_actor,
             "retry": env.metadata.retry_count,
             "priority": int(env.priority), "kind": int(env.kind),
-            "incarnation": ctx.incarnation})
+            "incarnation": ctx.incarnation, "origin": env.metadata.origin})
         if isinstance(m, dict):
             if m.get("sleep"):
                 time.sleep(m["sleep"])
@@ -368,3 +368,15 @@ class NoLive(Actor):
         if m["op"] == "pid":
             return os.getpid()
         raise ValueError(f"unknown op {m['op']!r}")
+
+
+class RemoteSender(Actor):
+    """Sends what it is asked to another node through the host link ``link``:
+    a request ``{"node", "to", "message", "sensitive"?}`` answers "sent", or
+    the error the link's handler raised."""
+
+    def handle_message(self, m, ctx):
+        from alysd.host_link import Remote
+        ctx.send("link", Remote(node=m["node"], to=m["to"], message=m["message"],
+                                sensitive=m.get("sensitive", False)))
+        return "sent"

@@ -1,0 +1,573 @@
+"""The host link: messages between the actors of different alysd nodes.
+
+A node that talks to other nodes runs one actor of class
+``alysd.host_link:HostLink`` that ``uses = ["network"]``. A local actor sends
+it ``Remote(node="bob", to="chain", message=...)``; the link on node ``bob``
+hands ``message`` to its actor ``chain``, whose ``ctx.message`` then shows the
+link as ``from_actor`` and ``"sender@alice"`` as ``metadata.origin``.
+
+::
+
+    actor ─ctx.send(link, Remote)→ HostLink ─Sealed DATA (TCP, CURVE off loopback)→ HostLink ─ctx.send→ chain
+                                   (node alice)   ←──────────── Sealed ACK ─────────   (node bob)
+
+Guarantees:
+
+* **Sealed.** Every frame, data and acknowledgement, is sealed with the
+  network's key (``alysd.seal``: HMAC-SHA256 over header and payload, a seal
+  time within ``network.envelope_window``, a replay cache). A frame that fails
+  any check is refused, logged (rate-limited) and counted by reason in the
+  link's status; nothing an outsider wrote is decoded past its MAC.
+* **Encrypted off loopback.** The link listens with ``bind_tcp_router`` and
+  connects with ``connect_tcp_dealer`` (``alysd.curve``): an address other
+  than loopback is CURVE or nothing. A message sent with ``sensitive=True``
+  goes only to a peer reached over CURVE; to any other it is refused and
+  dead-lettered ``denied``. (CurveZMQ is the encryption: no second crypto
+  library is involved.)
+* **At least once, across hosts.** A ``Remote`` is written to the link's
+  outbox (LMDB, in the state dir) before the link's handler returns, so it
+  survives the link, alysd and the host restarting. It is sent, and sent
+  again (re-sealed, with backoff) until the peer acknowledges it; the peer
+  acknowledges once it handed the message to its local actor (whose own
+  delivery is at-least-once from there). A message not acknowledged within
+  ``system.delivery_timeout`` is dead-lettered ``timeout``. The receiving
+  link delivers a retransmission it already took only once while its replay
+  cache remembers it (a restart forgets: handlers stay idempotent).
+* **Only what it is allowed.** What comes in is sent on by the link like any
+  message of its own: its ``permissions`` (``send_to``, ``operations``) say
+  which local actors other nodes may reach.
+
+The network side runs on a thread of the link's process (``Transport``): it
+owns every TCP socket, so the actor's loop never waits on the network. It
+hands what arrives to the actor's own inbox, as messages from the link to
+itself, and the actor passes acknowledgements back over an inproc pair. One
+message at a time is forwarded; the link is not a fast path for bulk data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import lmdb
+import msgspec
+import zmq
+
+from alysd import curve, seal, zmq_bus
+from alysd.actor import Actor, Degraded, Health, Healthy, Unhealthy
+from alysd.dead_letters import Reason
+from alysd.errors import ActorConfigError, MailboxFull, PermissionDenied, RemoteError, UnknownActor
+from alysd.log_throttle import LogThrottle
+from alysd.seal import LinkHeader, LinkKind, SealReason, SealRefused
+
+log = logging.getLogger("alysd.host_link")
+
+RETRY_FIRST = 0.25          # s before the first retransmission...
+RETRY_MAX = 4.0             # ...doubling up to this
+UNREACHABLE_AFTER = 10.0    # s a message may wait for its acknowledgement before health degrades
+OUTBOX_MAP_SIZE = 1 << 30   # address space only; the file grows with what is pending
+_NS = 1_000_000_000
+
+
+class Remote(msgspec.Struct, tag="remote", kw_only=True, frozen=True):
+    """Send ``message`` to actor ``to`` of node ``node`` (one way). With
+    ``sensitive``, only over a CURVE connection."""
+
+    node: str
+    to: str
+    message: Any
+    sensitive: bool = False
+
+
+class LinkStatus(msgspec.Struct, tag="link_status", frozen=True):
+    """A request for the link's status: where it listens, its peers and what
+    is pending to each, and its counters (``refused`` by reason)."""
+
+
+class _RemoteOut(msgspec.Struct, tag="remote", kw_only=True, frozen=True):
+    # ``Remote`` as the link reads it: the message stays encoded.
+    node: str
+    to: str
+    message: msgspec.Raw
+    sensitive: bool = False
+
+
+class _Inbound(msgspec.Struct, tag="$link_inbound", kw_only=True, frozen=True):
+    """From the transport to the actor: a message another node sent."""
+
+    ident: bytes
+    origin: str
+    from_actor: str
+    to_actor: str
+    message_id: bytes
+    payload: msgspec.Raw
+
+
+class _Expired(msgspec.Struct, tag="$link_expired", kw_only=True, frozen=True):
+    """From the transport to the actor: a message no acknowledgement came for."""
+
+    record: bytes
+    detail: str
+
+
+class OutRecord(msgspec.Struct, array_like=True, frozen=True):
+    """A message accepted for another node, as kept in the outbox."""
+
+    node: str
+    message_id: bytes
+    from_actor: str
+    to_actor: str
+    payload: bytes
+    sensitive: bool
+    accepted_at: float
+
+
+_record_decoder = msgspec.msgpack.Decoder(OutRecord)
+
+
+class LinkOutbox:
+    """Messages accepted for other nodes and not acknowledged yet, in LMDB: a
+    put returns once the record is on disk (``sync``), so a crash after it
+    loses nothing. Safe to use from the actor's thread and the transport's."""
+
+    def __init__(self, path: str):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        self._env = lmdb.open(path, map_size=OUTBOX_MAP_SIZE, subdir=True, max_dbs=0,
+                              mode=0o600)
+
+    @staticmethod
+    def _key(node: str, message_id: bytes) -> bytes:
+        return node.encode() + b"/" + message_id
+
+    def put(self, record: OutRecord) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(self._key(record.node, record.message_id), msgspec.msgpack.encode(record))
+
+    def remove(self, node: str, message_ids: list[bytes]) -> None:
+        with self._env.begin(write=True) as txn:
+            for message_id in message_ids:
+                txn.delete(self._key(node, message_id))
+
+    def records(self) -> list[OutRecord]:
+        with self._env.begin() as txn:
+            return [_record_decoder.decode(value) for _, value in txn.cursor()]
+
+    def close(self) -> None:
+        self._env.close()
+
+
+class _Pending(msgspec.Struct):
+    record: OutRecord
+    due: float          # monotonic time of the next (re)transmission
+    delay: float
+    expires: float
+    sends: int = 0
+
+
+class LinkSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What the link reads of ``[network]`` (as ``ctx.settings["network"]``)."""
+
+    node_name: str
+    listen: tuple[str, int]
+    network_key_file: str | None
+    curve_secret_file: str | None
+    curve_clients: tuple[str, ...]
+    envelope_window: float
+    replay_cache: int
+    peers: tuple[dict, ...]
+
+
+class Transport(threading.Thread):
+    """The link's network thread: listens for other nodes, keeps a connection
+    to each peer, seals, opens, retransmits and expires. Every socket it uses
+    is created and closed on this thread."""
+
+    def __init__(self, *, name: str, settings: LinkSettings, key: bytes, zctx: zmq.Context,
+                 inbox_path: str, control: str, outbox: LinkOutbox, max_bytes: int,
+                 delivery_timeout: float):
+        super().__init__(name="host-link", daemon=True)
+        self.actor_name = name
+        self.settings = settings
+        self.key = key
+        self.zctx = zctx
+        self.inbox_path = inbox_path
+        self.control_endpoint = control
+        self.outbox = outbox
+        self.max_bytes = max_bytes
+        self.delivery_timeout = delivery_timeout
+        self.peers = {p["name"]: p for p in settings.peers}
+        self.opener = seal.Opener(key, window=settings.envelope_window,
+                                  capacity=settings.replay_cache, max_bytes=max_bytes + 4096)
+        self.pending: dict[str, dict[bytes, _Pending]] = {name: {} for name in self.peers}
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("sent", "retransmitted", "received", "duplicates", "acknowledged", "expired"), 0)
+        self.refused: dict[str, int] = {}
+        self.port: int | None = None
+        self.ready = threading.Event()
+        self.failure: str | None = None
+        self._acks: dict[bytes, list[bytes]] = {}
+        self._ids = zmq_bus.MessageIds()
+        self._throttle = LogThrottle(burst=5, per=60.0)
+
+    # --- the thread ------------------------------------------------------------------
+
+    def run(self) -> None:
+        sockets: list[zmq.Socket] = []
+        server = None
+        try:
+            control = self.zctx.socket(zmq.PAIR)
+            sockets.append(control)
+            control.connect(self.control_endpoint)
+            hand_in = zmq_bus.connect_dealer(self.zctx, self.inbox_path, self.actor_name)
+            sockets.append(hand_in)
+            settings = self.settings
+            host, port = settings.listen
+            server = curve.bind_tcp_router(
+                self.zctx, host, port, secret_file=settings.curve_secret_file,
+                allowed=[*settings.curve_clients,
+                         *(p["public_key"] for p in settings.peers if p.get("public_key"))],
+                max_message_bytes=self.max_bytes)
+            self.port = server.port
+            dealers = {}
+            for peer in self.peers.values():
+                phost, pport = peer["address"]
+                sock = curve.connect_tcp_dealer(self.zctx, phost, pport, settings.node_name,
+                                                server_key=peer.get("public_key"),
+                                                secret_file=settings.curve_secret_file)
+                sock.setsockopt(zmq.SNDHWM, 0)      # what is pending is bounded by the outbox
+                sockets.append(sock)
+                dealers[peer["name"]] = sock
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.ready.set()
+            self._close(sockets, server)
+            return
+        self.control, self.hand_in, self.server, self.dealers = control, hand_in, server, dealers
+        self._adopt(self.outbox.records())
+        self.ready.set()
+        try:
+            self._serve()
+        except Exception as exc:   # the actor's health turns unhealthy; the supervisor restarts it
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("the host link's transport failed")
+        finally:
+            self._close(sockets, server)
+
+    @staticmethod
+    def _close(sockets: list[zmq.Socket], server: curve.CurveServer | None) -> None:
+        # linger 0: what is pending is in the outbox and is sent again by the next
+        # incarnation; what came in unacknowledged is retransmitted by its sender.
+        for sock in sockets:
+            sock.close(linger=0)
+        if server is not None:
+            server.close()
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.hand_in, zmq.POLLIN)
+        poller.register(self.server.sock, zmq.POLLIN)
+        by_socket = {sock: node for node, sock in self.dealers.items()}
+        for sock in by_socket:
+            poller.register(sock, zmq.POLLIN)
+        while True:
+            timeout = self._next_due() - time.monotonic()
+            events = dict(poller.poll(max(0, min(1000, int(timeout * 1000) + 1))))
+            if self.control in events and not self._commands():
+                return
+            if self.server.sock in events:
+                self._receive_data()
+            for sock, node in by_socket.items():
+                if sock in events:
+                    self._receive_acks(sock, node)
+            if self.hand_in in events:
+                _drain(self.hand_in)   # receipts from the actor's own inbox
+            self._send_acks()
+            self._tend(time.monotonic())
+
+    # --- from the actor ---------------------------------------------------------------
+
+    def _commands(self) -> bool:
+        """Handle what the actor sent; False on stop."""
+        while True:
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            verb = frames[0]
+            if verb == b"send":
+                self._adopt([_record_decoder.decode(frames[1])])
+            elif verb == b"ack":
+                self._acks.setdefault(frames[1], []).append(frames[2])
+            elif verb == b"stop":
+                return False
+
+    def _adopt(self, records: list[OutRecord]) -> None:
+        now = time.monotonic()
+        for record in records:
+            boxes = self.pending.get(record.node)
+            if boxes is None:
+                # A peer removed from the configuration since it was accepted.
+                self._expire(record, f"node {record.node!r} is no longer a peer")
+                continue
+            left = self.delivery_timeout - max(0.0, time.time() - record.accepted_at)
+            boxes[record.message_id] = _Pending(record, now, RETRY_FIRST, now + left)
+
+    # --- to other nodes -----------------------------------------------------------------
+
+    def _seal_data(self, record: OutRecord) -> bytes:
+        header = LinkHeader(kind=LinkKind.DATA, origin=self.settings.node_name,
+                            message_id=record.message_id, sealed_at=time.time_ns(),
+                            from_actor=record.from_actor, to_actor=record.to_actor,
+                            sensitive=record.sensitive)
+        return seal.seal(self.key, header, record.payload)
+
+    def _next_due(self) -> float:
+        due = time.monotonic() + 1.0
+        for boxes in self.pending.values():
+            for item in boxes.values():
+                due = min(due, item.due, item.expires)
+        return due
+
+    def _tend(self, now: float) -> None:
+        for node, boxes in self.pending.items():
+            expired = []
+            for message_id, item in boxes.items():
+                if now >= item.expires:
+                    expired.append(message_id)
+                elif now >= item.due:
+                    self.dealers[node].send(self._seal_data(item.record), zmq.NOBLOCK)
+                    self.counts["retransmitted" if item.sends else "sent"] += 1
+                    item.sends += 1
+                    item.due = now + item.delay
+                    item.delay = min(RETRY_MAX, item.delay * 2)
+            for message_id in expired:
+                item = boxes.pop(message_id)
+                self.outbox.remove(node, [message_id])
+                self._expire(item.record, f"node {node!r} did not acknowledge it within "
+                             f"{self.delivery_timeout:g}s")
+
+    def _expire(self, record: OutRecord, detail: str) -> None:
+        self.counts["expired"] += 1
+        self._hand_in(_Expired(record=msgspec.msgpack.encode(record), detail=detail))
+
+    def _hand_in(self, message: Any) -> None:
+        frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, self._ids.next(), message,
+                                        sender=self.actor_name, target=self.actor_name)
+        self.hand_in.send(frame)
+
+    # --- from other nodes -------------------------------------------------------------
+
+    def _open(self, frame: bytes, expected: LinkKind) -> seal.Opened | None:
+        try:
+            opened = self.opener.open(frame)
+        except SealRefused as exc:
+            self._refuse(exc.reason, str(exc))
+            return None
+        if opened.header.kind is not expected:
+            self._refuse(SealReason.MALFORMED, f"a {opened.header.kind.name} frame where "
+                         f"{expected.name} frames come")
+            return None
+        return opened
+
+    def _refuse(self, reason: SealReason, detail: str) -> None:
+        self.refused[reason.value] = self.refused.get(reason.value, 0) + 1
+        left_out = self._throttle.admit(reason.value)
+        if left_out is not None:
+            more = f" ({left_out} more since the last line)" if left_out else ""
+            log.warning("%s: refused a frame from another host: %s%s",
+                        self.actor_name, detail, more)
+
+    def _receive_data(self) -> None:
+        sock = self.server.sock
+        for _ in range(256):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self._refuse(SealReason.MALFORMED, f"expected 2 frames, got {len(frames)}")
+                continue
+            ident, frame = frames
+            opened = self._open(frame, LinkKind.DATA)
+            if opened is None:
+                continue
+            header = opened.header
+            if opened.duplicate:
+                # Taken before; the sender missed the acknowledgement.
+                self.counts["duplicates"] += 1
+                self._acks.setdefault(ident, []).append(header.message_id)
+                continue
+            self.counts["received"] += 1
+            self._hand_in(_Inbound(ident=ident, origin=header.origin,
+                                   from_actor=header.from_actor, to_actor=header.to_actor,
+                                   message_id=header.message_id,
+                                   payload=msgspec.Raw(opened.payload)))
+
+    def _receive_acks(self, sock: zmq.Socket, node: str) -> None:
+        boxes = self.pending[node]
+        for _ in range(256):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            opened = self._open(frame, LinkKind.ACK)
+            if opened is None:
+                continue
+            taken = [mid for mid in opened.header.acks if boxes.pop(mid, None) is not None]
+            if taken:
+                self.outbox.remove(node, taken)
+                self.counts["acknowledged"] += len(taken)
+
+    def _send_acks(self) -> None:
+        for ident, message_ids in self._acks.items():
+            header = LinkHeader(kind=LinkKind.ACK, origin=self.settings.node_name,
+                                message_id=seal.new_message_id(), sealed_at=time.time_ns(),
+                                acks=tuple(message_ids))
+            try:
+                self.server.sock.send_multipart([ident, seal.seal(self.key, header)],
+                                                zmq.NOBLOCK)
+            except zmq.Again:
+                pass   # the sender retransmits and is acknowledged again
+        self._acks.clear()
+
+    # --- seen from the actor's thread ---------------------------------------------------
+
+    def status(self) -> dict:
+        now = time.monotonic()
+        peers = {}
+        for name, peer in self.peers.items():
+            boxes = list(self.pending[name].values())
+            oldest = max((now - (item.expires - self.delivery_timeout) for item in boxes),
+                         default=0.0)
+            peers[name] = {"address": "%s:%d" % tuple(peer["address"]),
+                           "curve": bool(peer.get("public_key")), "pending": len(boxes),
+                           "oldest_pending_s": round(oldest, 3)}
+        return {"node": self.settings.node_name, "listen": [self.settings.listen[0], self.port],
+                "peers": peers, **self.counts, "refused": dict(self.refused),
+                "replay_cache": self.opener.remembered}
+
+
+def _drain(sock: zmq.Socket) -> None:
+    while True:
+        try:
+            sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+class HostLink(Actor):
+    """The actor that carries messages to and from other nodes (see the module)."""
+
+    message_type = _RemoteOut | LinkStatus | _Inbound | _Expired
+
+    def started(self, ctx) -> None:
+        try:
+            self.settings = _link_settings(ctx)
+            key = seal.load_network_key(self.settings.network_key_file)
+        except seal.NetworkKeyError as exc:
+            raise ActorConfigError(str(exc)) from None
+        process = ctx._p
+        self.peers = {p["name"]: p for p in self.settings.peers}
+        self.outbox = LinkOutbox(os.path.join(ctx.state_dir, f"link-outbox-{ctx.name}"))
+        self.control = process.zctx.socket(zmq.PAIR)
+        self.control.setsockopt(zmq.LINGER, 0)
+        endpoint = f"inproc://alysd-host-link-{id(self)}"
+        self.control.bind(endpoint)
+        self.transport = Transport(
+            name=ctx.name, settings=self.settings, key=key, zctx=process.zctx,
+            inbox_path=process.rundir.inbox(ctx.name), control=endpoint, outbox=self.outbox,
+            max_bytes=process.max_bytes, delivery_timeout=process.boot.delivery_timeout)
+        self.transport.start()
+        self.transport.ready.wait()
+        if self.transport.failure is not None:
+            raise RuntimeError(f"the host link cannot open its sockets: "
+                               f"{self.transport.failure}")
+        ctx.log.info("host link %s listens on %s:%d; peers: %s", self.settings.node_name,
+                     self.settings.listen[0], self.transport.port,
+                     ", ".join(self.peers) or "none")
+
+    def stopped(self, ctx) -> None:
+        self.control.send(b"stop")
+        self.transport.join(5.0)
+        self.control.close()
+        self.outbox.close()
+
+    def health_check(self) -> Health:
+        transport = self.transport
+        if transport.failure is not None or not transport.is_alive():
+            return Unhealthy(f"the transport stopped: {transport.failure or 'no reason'}")
+        late = {name: info for name, info in transport.status()["peers"].items()
+                if info["oldest_pending_s"] > UNREACHABLE_AFTER}
+        if late:
+            return Degraded("; ".join(f"node {name}: {info['pending']} messages unacknowledged "
+                                      f"for {info['oldest_pending_s']:.0f}s"
+                                      for name, info in late.items()))
+        return Healthy()
+
+    def handle_message(self, message, ctx):
+        if isinstance(message, _RemoteOut):
+            return self._send(message, ctx)
+        if isinstance(message, _Inbound):
+            return self._deliver(message, ctx)
+        if isinstance(message, _Expired):
+            record = _record_decoder.decode(message.record)
+            return self._dead_letter(ctx, Reason.TIMEOUT, record, message.detail)
+        return self.transport.status()
+
+    def _send(self, message: _RemoteOut, ctx) -> None:
+        sender = ctx.message.metadata.from_actor if ctx.message is not None else ctx.name
+        record = OutRecord(message.node, seal.new_message_id(), sender, message.to,
+                           bytes(message.message), message.sensitive, time.time())
+        peer = self.peers.get(message.node)
+        if peer is None:
+            self._dead_letter(ctx, Reason.UNKNOWN_ACTOR, record,
+                              f"no peer node {message.node!r} in network.peers")
+            raise UnknownActor(f"no peer node {message.node!r}", actor=message.node)
+        if message.sensitive and not peer.get("public_key"):
+            self._dead_letter(ctx, Reason.DENIED, record, f"a sensitive message to node "
+                              f"{message.node!r}, which is not reached over CURVE")
+            raise PermissionDenied(f"a sensitive message goes only over CURVE; node "
+                                   f"{message.node!r} has no public_key", actor=message.node)
+        self.outbox.put(record)
+        self.control.send_multipart([b"send", msgspec.msgpack.encode(record)])
+
+    def _deliver(self, message: _Inbound, ctx) -> None:
+        origin = f"{message.from_actor}@{message.origin}"
+        try:
+            if message.to_actor == ctx.name:
+                raise UnknownActor("the host link takes no messages from other nodes for "
+                                   "itself", actor=message.to_actor)
+            ctx._p.courier.tell(message.to_actor, zmq_bus.Kind.TELL,
+                                msgspec.msgpack.decode(message.payload), origin=origin)
+        except MailboxFull:
+            return   # not acknowledged: the sender tries again later
+        except RemoteError as exc:
+            # UnknownActor, PermissionDenied, MessageTooLarge: the courier has
+            # dead-lettered it (or it is refused here); sending again cannot help.
+            ctx.log.warning("a message from %s for %s was refused: %s", origin,
+                            message.to_actor, exc)
+        self.control.send_multipart([b"ack", message.ident, message.message_id])
+
+    def _dead_letter(self, ctx, reason: Reason, record: OutRecord, detail: str) -> None:
+        frame = zmq_bus.encode_envelope(
+            zmq_bus.Kind.TELL, 0, Remote(node=record.node, to=record.to_actor,
+                                         message=msgspec.Raw(record.payload),
+                                         sensitive=record.sensitive),
+            sender=record.from_actor, target=ctx.name)
+        ctx._p.sink.add(reason, sender=record.from_actor, target=ctx.name, message_id=0,
+                        frame=frame, detail=detail)
+
+
+def _link_settings(ctx) -> LinkSettings:
+    network = ctx.settings.get("network")
+    if network is None:
+        raise ActorConfigError('the host link reads [network]: give it uses = ["network"]')
+    if network.get("network_key_file") is None:
+        raise ActorConfigError("network.network_key_file is not set: messages between nodes are "
+                             "sealed with the network's key (alysctl keygen --network-key)")
+    return msgspec.convert({key: network[key] for key in LinkSettings.__struct_fields__},
+                           LinkSettings)
