@@ -69,7 +69,7 @@ RETRY_FIRST = 0.25          # s before the first retransmission...
 RETRY_MAX = 4.0             # ...doubling up to this
 UNREACHABLE_AFTER = 10.0    # s a message may wait for its acknowledgement before health degrades
 OUTBOX_MAP_SIZE = 1 << 30   # address space only; the file grows with what is pending
-_NS = 1_000_000_000
+FORGED = "forged"           # refused: a peer's connection speaking for another node
 
 
 class Remote(msgspec.Struct, tag="remote", kw_only=True, frozen=True):
@@ -199,6 +199,9 @@ class Transport(threading.Thread):
         self.max_bytes = max_bytes
         self.delivery_timeout = delivery_timeout
         self.peers = {p["name"]: p for p in settings.peers}
+        self.names_by_key = {p["public_key"]: p["name"] for p in settings.peers
+                             if p.get("public_key")}
+        self.curve = settings.curve_secret_file is not None
         self.opener = seal.Opener(key, window=settings.envelope_window,
                                   capacity=settings.replay_cache, max_bytes=max_bytes + 4096)
         self.pending: dict[str, dict[bytes, _Pending]] = {name: {} for name in self.peers}
@@ -373,29 +376,40 @@ class Transport(threading.Thread):
             return None
         return opened
 
-    def _refuse(self, reason: SealReason, detail: str) -> None:
-        self.refused[reason.value] = self.refused.get(reason.value, 0) + 1
-        left_out = self._throttle.admit(reason.value)
+    def _refuse_forged(self, detail: str) -> None:
+        self._refuse(FORGED, detail)
+
+    def _refuse(self, reason: SealReason | str, detail: str) -> None:
+        reason = getattr(reason, "value", reason)
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        left_out = self._throttle.admit(reason)
         if left_out is not None:
             more = f" ({left_out} more since the last line)" if left_out else ""
-            log.warning("%s: refused a frame from another host: %s%s",
-                        self.actor_name, detail, more)
+            log.warning("%s: refused a frame from another host (%s): %s%s",
+                        self.actor_name, reason, detail, more)
 
     def _receive_data(self) -> None:
         sock = self.server.sock
         for _ in range(256):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             if len(frames) != 2:
                 self._refuse(SealReason.MALFORMED, f"expected 2 frames, got {len(frames)}")
                 continue
-            ident, frame = frames
-            opened = self._open(frame, LinkKind.DATA)
+            ident, frame = frames[0].bytes, frames[1]
+            opened = self._open(frame.bytes, LinkKind.DATA)
             if opened is None:
                 continue
             header = opened.header
+            # Over CURVE the connection says which key it was opened with: a
+            # peer's key speaks for that peer only.
+            speaks_for = self.names_by_key.get(frame.get("User-Id")) if self.curve else None
+            if speaks_for is not None and header.origin != speaks_for:
+                self._refuse_forged(f"node {speaks_for!r} sent a message claiming to come "
+                                    f"from {header.origin!r}")
+                continue
             if opened.duplicate:
                 # Taken before; the sender missed the acknowledgement.
                 self.counts["duplicates"] += 1
@@ -416,6 +430,10 @@ class Transport(threading.Thread):
                 return
             opened = self._open(frame, LinkKind.ACK)
             if opened is None:
+                continue
+            if opened.header.origin != node:
+                self._refuse_forged(f"the connection to node {node!r} carried an "
+                                    f"acknowledgement from {opened.header.origin!r}")
                 continue
             taken = [mid for mid in opened.header.acks if boxes.pop(mid, None) is not None]
             if taken:
@@ -511,6 +529,12 @@ class HostLink(Actor):
     def handle_message(self, message, ctx):
         if isinstance(message, _RemoteOut):
             return self._send(message, ctx)
+        if isinstance(message, (_Inbound, _Expired)) and (
+                ctx.message.metadata.from_actor != ctx.name):
+            # Only the link's own transport hands these in: another actor of
+            # this node cannot pass itself off as a remote sender.
+            raise PermissionDenied(f"{ctx.message.metadata.from_actor} may not hand the link "
+                                   "messages from other nodes", actor=ctx.name)
         if isinstance(message, _Inbound):
             return self._deliver(message, ctx)
         if isinstance(message, _Expired):

@@ -12,11 +12,19 @@ memory that grows over many inputs, which ``run.py`` and the test-suite watch.
 * ``control``: a request on the control socket, as alysd decodes it.
 * ``config``: a configuration file, through the same loader as ``alysd``
   (and ``alysd check-config``).
+* ``sealed``: a frame from another host, as the host link opens it; and the
+  same bytes as a header behind a valid MAC (what a key holder could send),
+  to reach the checks past the MAC.
 """
 
 from __future__ import annotations
 
-from alysd import permissions, zmq_bus
+import hashlib
+import hmac
+
+import msgspec
+
+from alysd import permissions, seal, zmq_bus
 from alysd.config import parse_config
 from alysd.control import request_decoder
 from alysd.errors import ConfigError, ProtocolError
@@ -64,4 +72,27 @@ def config(data: bytes) -> None:
         pass   # surrogates: a file that is not UTF-8 is refused before parsing
 
 
-TARGETS = {"envelope": envelope, "control": control, "config": config}
+_KEY = bytes(range(32))
+
+
+def _opener() -> seal.Opener:
+    return seal.Opener(_KEY, window=30.0, capacity=1000, max_bytes=MAX_BYTES, floor=0)
+
+
+def sealed(data: bytes) -> None:
+    for frame in (data, _behind_a_valid_mac(data)):
+        try:
+            _opener().open(frame)
+        except seal.SealRefused:
+            pass
+
+
+def _behind_a_valid_mac(header: bytes) -> bytes:
+    payload = b"\xc0"
+    mac = hmac.new(_KEY, b"alysd-link/1\x00", hashlib.sha256)
+    for part in (len(header).to_bytes(4, "big"), header, payload):
+        mac.update(part)
+    return msgspec.msgpack.encode(seal.Sealed(seal.VERSION, header, payload, mac.digest()))
+
+
+TARGETS = {"envelope": envelope, "control": control, "config": config, "sealed": sealed}

@@ -11,7 +11,7 @@ from alysd.config import (BridgeSpec, ChainSpec, ConfigError, Environment, Gover
                           LoggingSpec, NetworkSpec, StorageSpec, SyncSpec, SystemSpec,
                           config_document, config_from_dict, load_config, parse_config)
 from alysd.config_checks import duration, size, spell
-from alysd.node_sections import is_loopback
+from alysd.node_sections import LinkPeer, is_loopback
 from alysd.units import duration_text, parse_duration, parse_size, size_text
 from tests.conftest import REPO
 
@@ -106,6 +106,12 @@ curve_secret_file = "/etc/alysd/node.key"
 external_address = "[2001:db8::1]:30303"
 bootnodes = ["203.0.113.7:30303", "node.example:1"]
 max_peers = 8
+node_name = "alice"
+network_key_file = "/etc/alysd/network.key"
+envelope_window = "10s"
+replay_cache = 5000
+peers = [{{name = "bob", address = "203.0.113.8:30303", public_key = "{"b" * 40}"}},
+         {{name = "carol", address = "[::1]:30304"}}]
 
 [bridge]
 bitcoin_network = "testnet"
@@ -168,7 +174,12 @@ def test_every_key_decodes():
     assert config.network == NetworkSpec(listen=("0.0.0.0", 30303),
                                          external_address=("2001:db8::1", 30303),
                                          bootnodes=(("203.0.113.7", 30303), ("node.example", 1)),
-                                         max_peers=8, curve_secret_file="/etc/alysd/node.key")
+                                         max_peers=8, curve_secret_file="/etc/alysd/node.key",
+                                         node_name="alice",
+                                         network_key_file="/etc/alysd/network.key",
+                                         envelope_window=10.0, replay_cache=5000, peers=(
+        LinkPeer(name="bob", address=("203.0.113.8", 30303), public_key="b" * 40),
+        LinkPeer(name="carol", address=("::1", 30304))))
     assert config.bridge == BridgeSpec(
         bitcoin_network="testnet", bitcoin_rpc_url="http://10.0.0.5:18332",
         bitcoin_rpc_user="alys", bitcoin_rpc_password_file="/etc/alysd/bitcoin.pass",
@@ -534,3 +545,34 @@ def test_a_network_listen_off_loopback_needs_a_curve_key_in_every_environment():
     with pytest.raises(ConfigError, match=r"network\.curve_clients\[0\]: expected a CURVE public "
                                           r"key \(40 Z85 characters\), got 'short'"):
         parse_config('[network]\ncurve_clients = ["short"]\n' + ROOT + ACTOR)
+
+
+PEER_KEY = "p" * 40
+
+
+@pytest.mark.parametrize("peers, extra, error", [
+    ('[{name = "bob", address = "10.0.0.2:30303"}]', "",
+     r"network\.peers\[0\]: peer 'bob': an address other than loopback needs its public_key"),
+    ('[{name = "bob", address = "127.0.0.1:1"}, {name = "bob", address = "127.0.0.1:2"}]', "",
+     r"network\.peers\[1\]: duplicate of item 0"),
+    ('[{name = "Bob!", address = "127.0.0.1:1"}]', "", r"network\.peers\[0\]: expected a node name"),
+    ('[{name = "bob", address = "127.0.0.1:1", port = 2}]', "",
+     r"network\.peers\[0\]: unknown key 'port'"),
+    ('[{name = "bob"}]', "", r"network\.peers\[0\]: address is missing"),
+    ('["bob"]', "", r"network\.peers\[0\]: expected a table"),
+    ('[{name = "node", address = "127.0.0.1:1"}]', "",
+     r"network\.peers: a peer named 'node' is this node"),
+    (f'[{{name = "bob", address = "10.0.0.2:1", public_key = "{PEER_KEY}"}}]', "",
+     r"network\.peers: a peer with a public_key is reached over CURVE: give "
+     r"network\.curve_secret_file"),
+])
+def test_bad_link_peers_are_refused_with_their_key_path(peers, extra, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_config(f'[network]\nnetwork_key_file = "/k"\npeers = {peers}\n{extra}' + ROOT + ACTOR)
+
+
+def test_link_peers_need_the_network_key():
+    with pytest.raises(ConfigError, match=r"network\.peers: messages to other nodes are sealed "
+                                          r"with the network's key"):
+        parse_config('[network]\npeers = [{name = "bob", address = "127.0.0.1:1"}]\n'
+                     + ROOT + ACTOR)

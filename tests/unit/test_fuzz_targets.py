@@ -8,7 +8,8 @@ import msgspec
 from hypothesis import given, settings, strategies as st
 
 from alysd import zmq_bus
-from fuzz.targets import TARGETS, config, control, envelope
+from alysd import seal
+from fuzz.targets import TARGETS, config, control, envelope, sealed
 
 # Raw bytes, and bytes that are almost a valid frame (a real envelope cut or
 # with bytes flipped), which reach deeper than random ones.
@@ -25,6 +26,18 @@ def mutated(base: bytes):
 @given(st.binary(max_size=512) | mutated(VALID))
 def test_inbox_frames_never_crash_a_receiver(data):
     envelope(data)
+
+
+SEALED = seal.seal(bytes(range(32)), seal.LinkHeader(
+    kind=seal.LinkKind.DATA, origin="bob", message_id=bytes(16), sealed_at=1, from_actor="a",
+    to_actor="b"), msgspec.msgpack.encode({"x": [1, 2]}))
+HEADER = msgspec.msgpack.Decoder(seal.Sealed).decode(SEALED).header
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=512) | mutated(SEALED) | mutated(HEADER))
+def test_frames_from_other_hosts_never_crash_the_link(data):
+    sealed(data)
 
 
 @settings(max_examples=300, deadline=None)

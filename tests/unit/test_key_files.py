@@ -48,13 +48,16 @@ def test_a_file_of_another_user_is_refused(tmp_path):
 
 def test_every_secret_file_key_is_checked_and_named(tmp_path):
     assert {key for _, key in SECRET_FILE_KEYS} == {
-        "jwt_secret_file", "validator_key_file", "bitcoin_rpc_password_file", "curve_secret_file"}
+        "jwt_secret_file", "validator_key_file", "bitcoin_rpc_password_file", "curve_secret_file",
+        "network_key_file"}
     config = parse_config(
         f'[chain]\njwt_secret_file = "{secret(tmp_path, 0o644, "jwt")}"\n'
         f'validator_key_file = "{secret(tmp_path, 0o600, "key")}"\nis_validator = true\n'
-        f'[bridge]\nbitcoin_rpc_password_file = "{tmp_path / "missing"}"\n' + TREE)
+        f'[bridge]\nbitcoin_rpc_password_file = "{tmp_path / "missing"}"\n'
+        f'[network]\nnetwork_key_file = "{secret(tmp_path, 0o640, "net")}"\n' + TREE)
     issues = check_secret_files(config)
     assert [issue.path for issue in issues] == ["chain.jwt_secret_file",
-                                                "bridge.bitcoin_rpc_password_file"]
+                                                "bridge.bitcoin_rpc_password_file",
+                                                "network.network_key_file"]
     assert "chmod 600" in issues[0].message and "no such file" in issues[1].message
     assert check_secret_files(parse_config(TREE)) == []
