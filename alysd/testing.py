@@ -48,6 +48,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (it no longer exists, or is a zombie
+    nobody reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def short_tempdir(prefix: str = "alysd-") -> str:
     """A private temp dir with a path short enough for unix sockets."""
     base = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()

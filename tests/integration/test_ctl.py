@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
@@ -11,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from alysd.ctl import main
-from alysd.testing import wait_until
+from alysd.testing import gone, wait_until
 from tests.conftest import actor_toml
 
 STATUS_FIELDS = {"name", "supervisor", "pid", "state", "restarts", "uptime_s", "rss_bytes",
@@ -115,7 +114,7 @@ def test_stop_keeps_the_actor_stopped_until_start(daemon):
     row = daemon.status()["b"]
     assert row["state"] == "stopped" and row["pid"] is None and row["restarts"] == 0
     assert row["last_exit"]["reason"] == "clean"
-    assert not os.path.exists(f"/proc/{pid}/status") or "Z" in open(f"/proc/{pid}/status").read()
+    assert gone(pid)
     # it is not restarted behind the operator's back
     assert ctl(daemon, "send", "b", '"x"').exit_code == 1
     out = ctl(daemon, "start", "b")

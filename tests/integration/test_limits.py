@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from alysd.errors import ActorExited, RemoteError
-from alysd.testing import wait_until
+from alysd.testing import gone, wait_until
 from tests.conftest import actor_toml, tree_toml
 
 # Fast sampling; heartbeats at the default 1 s, so that a handler holding the GIL for a
@@ -60,9 +60,7 @@ def test_memory_of_the_actors_children_counts_against_its_limit(start_daemon):
     grandchild = d.request("hog", {"op": "leak_child", "mib": 200})   # answers at once
     _restarted(d, "hog", before, "memory_limit")
     # the helper process died with the incarnation that owned it
-    wait_until(lambda: not os.path.exists(f"/proc/{grandchild}") or
-               open(f"/proc/{grandchild}/stat").read().split(") ")[1][0] == "Z",
-               message="the actor's child gone")
+    wait_until(lambda: gone(grandchild), message="the actor's child gone")
 
 
 def test_memory_error_in_a_handler_is_fatal_with_a_memory_limit(start_daemon):
