@@ -45,6 +45,15 @@ A reload (``alysctl reload``) changes a running actor as little as it can:
   them after constructing the actor and before ``started()``; if that raises,
   the incarnation exits as a failed start.
 
+Group commit: an actor that defines ``commit(ctx)`` is called before the
+runtime acknowledges to their senders the one-way messages it handled since
+the last call (receipts go in batches: when the mailbox empties, every 64
+messages, 5 ms after the oldest owed) and before the loop waits idle. What
+those messages changed is made durable there, once for the batch, not once
+per message. If ``commit`` raises, the incarnation ends without
+acknowledging them, and their senders deliver them again to the next one.
+(A request is answered right after its handler: make it durable there.)
+
 An actor that defines ``handle_batch(messages, ctx)`` (sync or async) and has
 a ``[actors.NAME.batch]`` table receives one-way messages as lists of up to
 ``max_batch``, gathered for at most ``max_wait``; requests still go to
@@ -111,6 +120,10 @@ class Actor:
     def config_changed(self, new: dict, ctx: "Context") -> None:
         """Take the new ``config`` table (and the new ``ctx.settings``) without a
         restart; raise to refuse it and keep the old one."""
+
+    def commit(self, ctx: "Context") -> None:
+        """Make durable what the messages handled since the last call changed:
+        their senders are acknowledged once this returns."""
 
     def preserve_state(self) -> bytes:
         """The state to hand to the next incarnation, after a reload restart."""

@@ -46,6 +46,8 @@ message at a time is forwarded; the link is not a fast path for bulk data.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -65,10 +67,12 @@ from alysd.seal import LinkHeader, LinkKind, SealReason, SealRefused
 
 log = logging.getLogger("alysd.host_link")
 
-RETRY_FIRST = 0.25          # s before the first retransmission...
-RETRY_MAX = 4.0             # ...doubling up to this
+MIN_RTO = 0.25              # s: a retransmission never comes sooner...
+MAX_RTO = 4.0               # ...nor, backing off, later than this after the previous send
+INITIAL_RTO = 1.0           # before the first acknowledgement was timed
 UNREACHABLE_AFTER = 10.0    # s a message may wait for its acknowledgement before health degrades
 OUTBOX_MAP_SIZE = 1 << 30   # address space only; the file grows with what is pending
+COMMIT_EVERY = 256          # records written to the outbox in one transaction at most
 FORGED = "forged"           # refused: a peer's connection speaking for another node
 
 
@@ -129,22 +133,40 @@ _record_decoder = msgspec.msgpack.Decoder(OutRecord)
 
 
 class LinkOutbox:
-    """Messages accepted for other nodes and not acknowledged yet, in LMDB: a
-    put returns once the record is on disk (``sync``), so a crash after it
-    loses nothing. Safe to use from the actor's thread and the transport's."""
+    """Messages accepted for other nodes and not acknowledged yet, in LMDB.
+
+    ``add`` buffers a record; ``commit`` writes what was added in one
+    transaction, synced to disk (one fdatasync for the batch, none for the meta
+    page: a machine crash may undo the last commit, never corrupt the file),
+    so a crash after it loses nothing. The actor's thread adds and commits;
+    the transport's removes; LMDB serialises the two writers.
+    """
 
     def __init__(self, path: str):
         os.makedirs(path, mode=0o700, exist_ok=True)
         self._env = lmdb.open(path, map_size=OUTBOX_MAP_SIZE, subdir=True, max_dbs=0,
-                              mode=0o600)
+                              mode=0o600, sync=True, metasync=False, readahead=False)
+        self._added: list[OutRecord] = []
 
     @staticmethod
     def _key(node: str, message_id: bytes) -> bytes:
         return node.encode() + b"/" + message_id
 
-    def put(self, record: OutRecord) -> None:
+    def add(self, record: OutRecord) -> None:
+        self._added.append(record)
+
+    @property
+    def uncommitted(self) -> int:
+        return len(self._added)
+
+    def commit(self) -> None:
+        if not self._added:
+            return
         with self._env.begin(write=True) as txn:
-            txn.put(self._key(record.node, record.message_id), msgspec.msgpack.encode(record))
+            for record in self._added:
+                txn.put(self._key(record.node, record.message_id),
+                        msgspec.msgpack.encode(record))
+        self._added.clear()
 
     def remove(self, node: str, message_ids: list[bytes]) -> None:
         with self._env.begin(write=True) as txn:
@@ -161,10 +183,33 @@ class LinkOutbox:
 
 class _Pending(msgspec.Struct):
     record: OutRecord
-    due: float          # monotonic time of the next (re)transmission
-    delay: float
+    accepted: float     # monotonic
+    due: float          # monotonic time of the next (re)transmission, or of expiry
     expires: float
+    sent_at: float = 0.0
+    delay: float = 0.0  # until the next retransmission; doubles each time
     sends: int = 0
+
+
+class RetransmitTimer:
+    """How long to wait for an acknowledgement before sending again, learnt
+    from the acknowledgements of one peer (TCP's estimator, RFC 6298: smoothed
+    round trip plus four times its variation, between ``MIN_RTO`` and
+    ``MAX_RTO``). Only messages sent once are timed (Karn), so a
+    retransmission never makes the estimate look shorter than it is."""
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = INITIAL_RTO
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + 4 * self.rttvar))
 
 
 class LinkSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -205,6 +250,7 @@ class Transport(threading.Thread):
         self.opener = seal.Opener(key, window=settings.envelope_window,
                                   capacity=settings.replay_cache, max_bytes=max_bytes + 4096)
         self.pending: dict[str, dict[bytes, _Pending]] = {name: {} for name in self.peers}
+        self.timers = {name: RetransmitTimer() for name in self.peers}
         self.counts: dict[str, int] = dict.fromkeys(
             ("sent", "retransmitted", "received", "duplicates", "acknowledged", "expired"), 0)
         self.refused: dict[str, int] = {}
@@ -212,6 +258,9 @@ class Transport(threading.Thread):
         self.ready = threading.Event()
         self.failure: str | None = None
         self._acks: dict[bytes, list[bytes]] = {}
+        self._due: list[tuple[float, int, str, bytes]] = []   # heap: (when, seq, node, id)
+        self._ack_ids = seal.MessageIds()
+        self._seq = itertools.count()
         self._ids = zmq_bus.MessageIds()
         self._throttle = LogThrottle(burst=5, per=60.0)
 
@@ -309,15 +358,18 @@ class Transport(threading.Thread):
                 return False
 
     def _adopt(self, records: list[OutRecord]) -> None:
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         for record in records:
             boxes = self.pending.get(record.node)
             if boxes is None:
                 # A peer removed from the configuration since it was accepted.
+                self.outbox.remove(record.node, [record.message_id])
                 self._expire(record, f"node {record.node!r} is no longer a peer")
                 continue
-            left = self.delivery_timeout - max(0.0, time.time() - record.accepted_at)
-            boxes[record.message_id] = _Pending(record, now, RETRY_FIRST, now + left)
+            accepted = now - max(0.0, wall - record.accepted_at)
+            item = _Pending(record, accepted, now, accepted + self.delivery_timeout)
+            boxes[record.message_id] = item
+            self._schedule(record.node, item)
 
     # --- to other nodes -----------------------------------------------------------------
 
@@ -328,29 +380,37 @@ class Transport(threading.Thread):
                             sensitive=record.sensitive)
         return seal.seal(self.key, header, record.payload)
 
+    def _schedule(self, node: str, item: _Pending) -> None:
+        heapq.heappush(self._due, (item.due, next(self._seq), node, item.record.message_id))
+
     def _next_due(self) -> float:
-        due = time.monotonic() + 1.0
-        for boxes in self.pending.values():
-            for item in boxes.values():
-                due = min(due, item.due, item.expires)
-        return due
+        return self._due[0][0] if self._due else time.monotonic() + 1.0
 
     def _tend(self, now: float) -> None:
-        for node, boxes in self.pending.items():
-            expired = []
-            for message_id, item in boxes.items():
-                if now >= item.expires:
-                    expired.append(message_id)
-                elif now >= item.due:
-                    self.dealers[node].send(self._seal_data(item.record), zmq.NOBLOCK)
-                    self.counts["retransmitted" if item.sends else "sent"] += 1
-                    item.sends += 1
-                    item.due = now + item.delay
-                    item.delay = min(RETRY_MAX, item.delay * 2)
-            for message_id in expired:
-                item = boxes.pop(message_id)
-                self.outbox.remove(node, [message_id])
-                self._expire(item.record, f"node {node!r} did not acknowledge it within "
+        """Send what is due (first sends and retransmissions) and expire what
+        waited ``delivery_timeout``; the heap holds one live entry per pending
+        message (entries of acknowledged messages are skipped)."""
+        due, expired = self._due, {}
+        while due and due[0][0] <= now:
+            when, _, node, message_id = heapq.heappop(due)
+            item = self.pending[node].get(message_id)
+            if item is None or item.due != when:
+                continue
+            if now >= item.expires:
+                del self.pending[node][message_id]
+                expired.setdefault(node, []).append(item.record)
+                continue
+            self.dealers[node].send(self._seal_data(item.record), zmq.NOBLOCK)
+            self.counts["retransmitted" if item.sends else "sent"] += 1
+            item.delay = min(MAX_RTO, 2 * item.delay) if item.sends else self.timers[node].rto
+            item.sends += 1
+            item.sent_at = now
+            item.due = min(now + item.delay, item.expires)
+            self._schedule(node, item)
+        for node, records in expired.items():
+            self.outbox.remove(node, [record.message_id for record in records])
+            for record in records:
+                self._expire(record, f"node {node!r} did not acknowledge it within "
                              f"{self.delivery_timeout:g}s")
 
     def _expire(self, record: OutRecord, detail: str) -> None:
@@ -422,12 +482,12 @@ class Transport(threading.Thread):
                                    payload=msgspec.Raw(opened.payload)))
 
     def _receive_acks(self, sock: zmq.Socket, node: str) -> None:
-        boxes = self.pending[node]
+        boxes, timer, taken, now = self.pending[node], self.timers[node], [], time.monotonic()
         for _ in range(256):
             try:
                 frame = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             opened = self._open(frame, LinkKind.ACK)
             if opened is None:
                 continue
@@ -435,15 +495,20 @@ class Transport(threading.Thread):
                 self._refuse_forged(f"the connection to node {node!r} carried an "
                                     f"acknowledgement from {opened.header.origin!r}")
                 continue
-            taken = [mid for mid in opened.header.acks if boxes.pop(mid, None) is not None]
-            if taken:
-                self.outbox.remove(node, taken)
-                self.counts["acknowledged"] += len(taken)
+            for message_id in opened.header.acks:
+                item = boxes.pop(message_id, None)
+                if item is not None:
+                    taken.append(message_id)
+                    if item.sends == 1:
+                        timer.sample(now - item.sent_at)
+        if taken:
+            self.outbox.remove(node, taken)
+            self.counts["acknowledged"] += len(taken)
 
     def _send_acks(self) -> None:
         for ident, message_ids in self._acks.items():
             header = LinkHeader(kind=LinkKind.ACK, origin=self.settings.node_name,
-                                message_id=seal.new_message_id(), sealed_at=time.time_ns(),
+                                message_id=self._ack_ids.next(), sealed_at=time.time_ns(),
                                 acks=tuple(message_ids))
             try:
                 self.server.sock.send_multipart([ident, seal.seal(self.key, header)],
@@ -459,8 +524,7 @@ class Transport(threading.Thread):
         peers = {}
         for name, peer in self.peers.items():
             boxes = list(self.pending[name].values())
-            oldest = max((now - (item.expires - self.delivery_timeout) for item in boxes),
-                         default=0.0)
+            oldest = max((now - item.accepted for item in boxes), default=0.0)
             peers[name] = {"address": "%s:%d" % tuple(peer["address"]),
                            "curve": bool(peer.get("public_key")), "pending": len(boxes),
                            "oldest_pending_s": round(oldest, 3)}
@@ -489,6 +553,7 @@ class HostLink(Actor):
         except seal.NetworkKeyError as exc:
             raise ActorConfigError(str(exc)) from None
         process = ctx._p
+        self.ids = seal.MessageIds()
         self.peers = {p["name"]: p for p in self.settings.peers}
         self.outbox = LinkOutbox(os.path.join(ctx.state_dir, f"link-outbox-{ctx.name}"))
         self.control = process.zctx.socket(zmq.PAIR)
@@ -508,7 +573,11 @@ class HostLink(Actor):
                      self.settings.listen[0], self.transport.port,
                      ", ".join(self.peers) or "none")
 
+    def commit(self, ctx) -> None:
+        self.outbox.commit()
+
     def stopped(self, ctx) -> None:
+        self.outbox.commit()
         self.control.send(b"stop")
         self.transport.join(5.0)
         self.control.close()
@@ -544,7 +613,7 @@ class HostLink(Actor):
 
     def _send(self, message: _RemoteOut, ctx) -> None:
         sender = ctx.message.metadata.from_actor if ctx.message is not None else ctx.name
-        record = OutRecord(message.node, seal.new_message_id(), sender, message.to,
+        record = OutRecord(message.node, self.ids.next(), sender, message.to,
                            bytes(message.message), message.sensitive, time.time())
         peer = self.peers.get(message.node)
         if peer is None:
@@ -556,7 +625,11 @@ class HostLink(Actor):
                               f"{message.node!r}, which is not reached over CURVE")
             raise PermissionDenied(f"a sensitive message goes only over CURVE; node "
                                    f"{message.node!r} has no public_key", actor=message.node)
-        self.outbox.put(record)
+        self.outbox.add(record)
+        # Durable before acknowledged: a one-way message's sender is receipted
+        # after commit() (in batches); a request is answered right away.
+        if ctx.message.kind == zmq_bus.Kind.ASK or self.outbox.uncommitted >= COMMIT_EVERY:
+            self.outbox.commit()
         self.control.send_multipart([b"send", msgspec.msgpack.encode(record)])
 
     def _deliver(self, message: _Inbound, ctx) -> None:

@@ -269,6 +269,7 @@ class ActorProcess:
         self._depth_shown = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_handler = inspect.iscoroutinefunction(self.actor.handle_message)
+        self._commit = self.actor.commit if overrides(self.actor, "commit") else None
         batch_handler = getattr(self.actor, "handle_batch", None)
         self.batch = spec.batch if batch_handler is not None else None
         if actor_cls.message_type is Any:
@@ -614,6 +615,8 @@ class ActorProcess:
         """Before blocking: pay what is owed and set how long the block may last."""
         if self._receipts_owed:
             self._send_receipts()
+        elif self._commit is not None:
+            self._call(self._commit, self.ctx)   # at-most-once messages owe no receipt
         if self.sink.pending:
             self.sink.flush()
         if self._depth_shown:
@@ -992,6 +995,9 @@ class ActorProcess:
         self._receipts_owed += 1
 
     def _send_receipts(self) -> None:
+        # Durable first: an exception here ends the incarnation unacknowledged.
+        if self._commit is not None:
+            self._call(self._commit, self.ctx)
         for ident, mids in self._receipts.items():
             frame = zmq_bus.encode_ack(self.name, ident.decode(errors="replace"), mids,
                                        message_id=self.courier.ids.next())

@@ -18,6 +18,8 @@ the driver scripts check that the two agree before they measure anything.
   ``{"op": "count"}`` answers ``{"count", "first_ns", "last_ns"}`` (stamped
   with ``perf_counter_ns`` once each message is decoded, i.e. at the start of
   ``handle_message``) and resets the counter.
+* ``RemoteBlaster`` -- ``{"n": N}``: N ``Remote`` messages to another node
+  through the host link (``bench.link``).
 * ``BatchBlaster``   -- as ``Blaster``, with ``ctx.send_batch`` of lists of B.
 * ``BatchSink``      -- as ``Sink``, counting what ``handle_batch`` is given.
 * ``StampedBlaster`` -- ``Blaster`` that also returns when its first send began.
@@ -89,7 +91,8 @@ class Blaster(Actor):
 
 
 class Sink(Actor):
-    """Counts messages; ``{"op": "count"}`` reads and resets the figures."""
+    """Counts messages; ``{"op": "count"}`` reads and resets the figures,
+    ``{"op": "peek"}`` reads the count alone."""
 
     def started(self, ctx):
         self.count = self.first = self.last = 0
@@ -97,6 +100,8 @@ class Sink(Actor):
     def handle_message(self, message, ctx):
         now = time.perf_counter_ns()
         if "op" in message:
+            if message["op"] == "peek":
+                return self.count
             out = {"count": self.count, "first_ns": self.first, "last_ns": self.last}
             self.count = self.first = self.last = 0
             return out
@@ -108,6 +113,21 @@ class Sink(Actor):
 
 
 # --- batching (bench.batching) ----------------------------------------------------
+
+
+class RemoteBlaster(Actor):
+    """On ``{"n": N}``: N one-way ``Remote(node=config.node, to=config.target,
+    message=payload(i))`` to the host link ``link`` (``bench.link``); replies
+    with the send time."""
+
+    def handle_message(self, message, ctx):
+        from alysd.host_link import Remote
+        node, target = ctx.config["node"], ctx.config["target"]
+        send, clock = ctx.send, time.perf_counter_ns
+        t0 = clock()
+        for i in range(int(message["n"])):
+            send("link", Remote(node=node, to=target, message=payload(i)))
+        return {"send_ns": clock() - t0}
 
 
 class BatchBlaster(Actor):

@@ -93,13 +93,19 @@ def _echo_child(addr: str) -> None:
         sock.send_multipart(frames)
 
 
-def _sink_child(addr: str, n: str) -> None:
-    """Receive `n` messages; print msgs/s over the frames after the first."""
+def _sink_child(addr: str, n: str, curve_secret: str = "") -> None:
+    """Receive `n` messages; print msgs/s over the frames after the first.
+    Prints the endpoint it bound first (``tcp://...:*`` picks a port); with
+    ``curve_secret`` (Z85) it is a CURVE server."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.rcvtimeo = 1000
+    if curve_secret:
+        sock.curve_server = True
+        sock.curve_secretkey = curve_secret.encode()
+        sock.curve_publickey = zmq.curve_public(curve_secret.encode())
     sock.bind(addr)
-    print("ready", flush=True)
+    print(sock.last_endpoint.decode(), flush=True)
     parent, total, got, counted, first = os.getppid(), int(n), 0, 0, 0
     while got < total:
         frames = _recv_or_orphaned(sock, parent)
@@ -121,10 +127,13 @@ def _sink_child(addr: str, n: str) -> None:
     ctx.term()
 
 
-def _source_child(addr: str, n: str, batch: str) -> None:
+def _source_child(addr: str, n: str, batch: str, server_key: str = "") -> None:
     total, batch = int(n), int(batch)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
+    if server_key:
+        sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+        sock.curve_serverkey = server_key.encode()
     sock.connect(addr)
     if batch == 1:
         for i in range(total):
@@ -233,9 +242,10 @@ class RawRoundTrip:
 class RawOneWay:
     """Bare-pyzmq one-way throughput: the lower bound for alysd's `tell`.
 
-    Each call starts a receiver process (ROUTER bound on ipc://) and a sender
-    process (DEALER), both fresh interpreters in their own process groups,
-    and kills both before returning.  The sender builds and msgspec-encodes
+    Each call starts a receiver process (ROUTER bound on ipc://, or with
+    ``tcp=True`` on loopback TCP, and with ``curve=True`` a CURVE server) and
+    a sender process (DEALER), both fresh interpreters in their own process
+    groups, and kills both before returning.  The sender builds and msgspec-encodes
     every message (payload(i)); the receiver decodes every frame.  Rates
     are taken at the receiver with time.perf_counter_ns, from the first
     frame to the last (each stamped once decoded), counting the messages
@@ -243,6 +253,10 @@ class RawOneWay:
     excluded.  The sender's default send high-water mark (1000 frames)
     paces it to the receiver.
     """
+
+    def __init__(self, *, tcp: bool = False, curve: bool = False) -> None:
+        self.tcp = tcp or curve
+        self.curve = curve
 
     def run(self, n: int) -> float:
         """msgs/s for n messages, one message per frame."""
@@ -253,17 +267,17 @@ class RawOneWay:
         each carry a msgspec-encoded list of `batch` messages."""
         return self._run(n, batch)
 
-    @staticmethod
-    def _run(n: int, batch: int) -> float:
+    def _run(self, n: int, batch: int) -> float:
         if n < 2 * batch:
             raise ValueError("need at least two frames to time")
         procs = []
+        public, secret = zmq.curve_keypair() if self.curve else (b"", b"")
         with _short_tmpdir() as tmp:
-            addr = f"ipc://{tmp}/oneway.sock"
+            addr = "tcp://127.0.0.1:*" if self.tcp else f"ipc://{tmp}/oneway.sock"
             try:
-                procs.append(_spawn_child("sink", addr, n))
-                _read_line(procs[0], 30)
-                procs.append(_spawn_child("source", addr, n, batch))
+                procs.append(_spawn_child("sink", addr, n, secret.decode()))
+                addr = _read_line(procs[0], 30)
+                procs.append(_spawn_child("source", addr, n, batch, public.decode()))
                 rate = float(_read_line(procs[0], 30 + n / 20_000))
                 procs[1].wait(30)
                 return rate

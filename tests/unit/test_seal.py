@@ -183,3 +183,9 @@ def test_a_short_or_garbled_network_key_is_refused(tmp_path, content, error):
 def test_a_missing_network_key_names_the_file(tmp_path):
     with pytest.raises(seal.NetworkKeyError, match="nope"):
         seal.load_network_key(str(tmp_path / "nope"))
+
+
+def test_message_ids_are_unique_per_source_and_across_sources():
+    first, second = seal.MessageIds(), seal.MessageIds()
+    ids = [first.next() for _ in range(1000)] + [second.next() for _ in range(1000)]
+    assert len(set(ids)) == 2000 and all(len(i) == seal.MESSAGE_ID_BYTES for i in ids)
