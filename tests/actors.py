@@ -172,6 +172,30 @@ class Recorder(Actor):
                 "retry": env.metadata.retry_count, "pid": os.getpid()}
 
 
+class Committer(Recorder):
+    """A ``Recorder`` with ``commit(ctx)``: each call journals ``{"commit": k}``,
+    k the messages handled since the last call that had any. With
+    ``config["fail_first_commit"]`` (a path), the first commit that has
+    messages to commit creates that file and raises instead."""
+
+    def started(self, ctx):
+        self.uncommitted = 0
+
+    def handle_message(self, m, ctx):
+        self.uncommitted += 1
+        return super().handle_message(m, ctx)
+
+    def commit(self, ctx):
+        if not self.uncommitted:
+            return
+        flag = ctx.config.get("fail_first_commit")
+        if flag and not os.path.exists(flag):
+            open(flag, "w").close()
+            raise OSError("the disk is full")
+        _record(ctx.config["journal"], {"commit": self.uncommitted})
+        self.uncommitted = 0
+
+
 class Subscriber(Recorder):
     """A Recorder that subscribes at run time (``ctx.subscribe``) to every event type
     in ``config["subscribe_to"]``, in ``started``, so each incarnation subscribes anew."""

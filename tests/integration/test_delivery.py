@@ -371,3 +371,43 @@ def test_what_is_undelivered_when_alysd_stops_is_dead_lettered(short_tmp, tmp_pa
                   for x in stranded) == list(range(5))
     assert {(x.reason, x.sender, x.target) for x in stranded} == {("timeout", "pump", "r")}
     assert all(x.detail == "not delivered when alysd stopped" for x in stranded)
+
+
+# --- group commit -----------------------------------------------------------------------------
+
+def test_commit_runs_before_receipts_once_for_a_batch(start_daemon, tmp_path):
+    journal = tmp_path / "journal"
+    d = start_daemon(tree_toml(actor_toml("c", cls="tests.actors:Committer",
+                                          config={"journal": str(journal)}), PUMP))
+    assert pump(d, "c", [{"n": n} for n in range(20)])["results"] == ["ok"] * 20
+    def committed():
+        got = records(journal)
+        return sum(r.get("commit", 0) for r in got) == 20 and got
+    got = wait_until(committed, message="20 messages committed")
+    # Each commit covers messages handled before it, and there are fewer
+    # commits than messages (they are grouped).
+    handled = 0
+    for r in got:
+        if "commit" in r:
+            assert r["commit"] <= handled
+            handled -= r["commit"]
+        else:
+            handled += 1
+    assert len([r for r in got if "commit" in r]) < 20
+
+
+def test_a_failed_commit_ends_the_incarnation_and_the_messages_come_again(start_daemon,
+                                                                          tmp_path):
+    journal = tmp_path / "journal"
+    d = start_daemon(tree_toml(actor_toml(
+        "c", cls="tests.actors:Committer",
+        config={"journal": str(journal), "fail_first_commit": str(tmp_path / "failed")}), PUMP))
+    assert pump(d, "c", [{"n": n} for n in range(3)])["results"] == ["ok"] * 3
+    wait_until(lambda: sum(r.get("commit", 0) for r in records(journal)) == 3,
+               message="the 3 messages committed by the next incarnation")
+    handled = [(r["m"]["n"], r["retry"], r["incarnation"]) for r in records(journal) if "m" in r]
+    first = {n for n, retry, incarnation in handled if incarnation == 1}
+    again = {n: retry for n, retry, incarnation in handled if incarnation == 2}
+    assert first and sorted(again) == [0, 1, 2]      # nothing was acknowledged uncommitted
+    assert all(again[n] >= 1 for n in first)
+    assert d.status()["c"]["restarts"] == 1 and letters(d) == []
