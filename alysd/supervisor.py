@@ -1374,6 +1374,9 @@ class Supervisor:
 
     def cmd_dead_letters_replay(self, args: dict, answer) -> None:
         def send(target: str, frame: bytes) -> None:
+            # As for `send`: not raced with a command stopping or replacing the target
+            # (the letter stays in the queue).
+            self._refuse_if_busy([target], reload_too=False)
             self._relay(target).sock.send(frame, zmq.NOBLOCK)
         answer(True, self.bus.replay(args, set(self.children), send, self.ids.next))
 

@@ -138,6 +138,11 @@ def test_a_second_command_on_a_busy_actor_is_refused_and_the_loop_serves_on(star
         actor_toml("slow", shutdown_timeout="3s", config={"ignore_term": True}),
         actor_toml("other")))
     before = d.status()["slow"]["pid"]
+    # A dead letter for slow, to replay while it is busy.
+    rule = d.call("filter_add", {"receiver": "slow", "action": "drop"})
+    d.request("other", {"op": "send", "to": "slow", "msg": {"k": 1}})
+    letter = wait_until(lambda: d.call("dead_letters")["letters"], message="a dead letter")[0]
+    d.call("filter_remove", {"id": rule["id"]})
     first: dict = {}
 
     def restart():
@@ -157,6 +162,9 @@ def test_a_second_command_on_a_busy_actor_is_refused_and_the_loop_serves_on(star
             d.request("slow", {"op": "pid"}, timeout=1)
         with pytest.raises(Busy, match="restart slow"):
             d.call("reload", timeout=2)
+        with pytest.raises(Busy, match="restart slow"):
+            d.call("dead_letters_replay", {"id": letter["id"]}, timeout=2)
+        assert d.call("dead_letters")["count"] == 1      # the letter stays
         # Reading, and other actors, are never busy, and the loop answers at once.
         assert d.call("status", timeout=2)
         assert d.request("other", {"op": "echo", "v": 1}, timeout=2) == 1
