@@ -30,14 +30,21 @@ import grp
 import logging
 import os
 import pwd
+import queue
+import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 
 from alysd.control import Command
 from alysd.errors import ConfigError, ConfigIssue, PermissionDenied
 from alysd.log_throttle import LogThrottle
+
+log = logging.getLogger("alysd.control")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 """Where libzmq sends ZAP requests: the handler is bound there in the root's context."""
@@ -201,15 +208,76 @@ class DenialLog:
         self.logger.warning("%s%s", text, more)
 
 
+class GroupLookups:
+    """Group database lookups on a thread of their own: a lookup may go to a
+    directory service (LDAP, sssd) and take seconds, and the root's loop must
+    not wait on it. ``ask`` queues one; once ``fileno()`` is readable,
+    ``done()`` gives what was looked up. A failed lookup answers the uid's
+    primary gid alone (the caller is then judged by that)."""
+
+    def __init__(self, groups: Callable[[int, int], list[int]] = groups_of):
+        self._groups = groups
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self._asks: queue.SimpleQueue = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def ask(self, uid: int, gid: int) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="group-lookups", daemon=True)
+            self._thread.start()
+        self._asks.put((uid, gid))
+
+    def done(self) -> list[tuple[tuple[int, int], list[int]]]:
+        try:
+            while self._r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        answers = []
+        while True:
+            try:
+                answers.append(self._answers.get_nowait())
+            except queue.Empty:
+                return answers
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._asks.put(None)
+        self._r.close()
+        self._w.close()
+
+    def _run(self) -> None:
+        # Signals are the main thread's business (its poll wakes on them).
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        while (key := self._asks.get()) is not None:
+            try:
+                groups = self._groups(*key)
+            except Exception:   # an NSS error: judged by the primary gid alone
+                log.exception("looking up the groups of uid %d failed", key[0])
+                groups = [key[1]]
+            self._answers.put((key, groups))
+            try:
+                self._w.send(b"\0")
+            except OSError:
+                pass   # a wake byte is waiting already, or the gate closed
+
+
 class ControlGate:
     """The control plane's access checks, with their counters and their log.
 
-    ``zap_reply`` answers one ZAP request; ``authorise`` checks one command and
-    logs each mutating one it lets through (an audit trail of who changed
-    what). Neither blocks on anything but the local user and group databases,
-    read only for a caller that is neither the owner nor root, at most once per
-    ``GROUPS_TTL`` seconds for each uid (a lookup may go to a remote directory
-    service, and this runs in the root's loop).
+    ``zap_reply`` answers one ZAP request, or returns None when the answer
+    waits for a group lookup (made on another thread, ``GroupLookups``: only
+    for a caller that is neither the owner nor root, at most once per
+    ``GROUPS_TTL`` seconds for each uid); ``looked_up`` then gives the answers
+    that waited. ``authorise`` checks one command and logs each mutating one
+    it lets through (an audit trail of who changed what). Nothing here blocks
+    the root's loop.
     """
 
     def __init__(self, policy: AccessPolicy, logger: logging.Logger,
@@ -218,9 +286,10 @@ class ControlGate:
         self.policy = policy
         self.logger = logger
         self.log = DenialLog(logger)
-        self._groups = groups
+        self.lookups = GroupLookups(groups)
         self._clock = clock
         self._known: dict[tuple[int, int], tuple[float, list[int]]] = {}
+        self._waiting: dict[tuple[int, int], list[tuple[Any, bytes, Peer]]] = {}
         self.refused_connections = 0
         self.refused_commands = 0
 
@@ -231,22 +300,15 @@ class ControlGate:
         return cls(AccessPolicy(os.geteuid(), resolve_group(control_group), control_group),
                    logger)
 
-    def role(self, peer: Peer) -> Role | None:
-        # The databases are read only when the answer depends on them.
-        lookup = peer.uid not in (self.policy.owner_uid, 0) and self.policy.group_gid is not None
-        groups = self._groups_of(peer.uid, peer.gid) if lookup else ()
-        return role_of(self.policy, peer.uid, peer.gid, groups)
+    def close(self) -> None:
+        self.lookups.close()
 
-    def _groups_of(self, uid: int, gid: int) -> list[int]:
-        now = self._clock()
-        known = self._known.get((uid, gid))
-        if known is None or now - known[0] >= GROUPS_TTL:
-            known = self._known[(uid, gid)] = (now, self._groups(uid, gid))
-        return known[1]
-
-    def zap_reply(self, request: list[bytes]) -> list[bytes]:
+    def zap_reply(self, request: list[bytes], token: Any = None) -> list[bytes] | None:
         """The reply frames to one ZAP request (RFC 27): 200 with the caller's
-        User-Id, or 400 (refused; counted and logged)."""
+        User-Id, or 400 (refused; counted and logged); None while the caller's
+        groups are being looked up: ``looked_up`` hands the reply back with
+        ``token`` then (libzmq gives every request the same id, so the caller
+        tells them apart by its token)."""
         request_id = request[1] if len(request) > 1 else b""
         if len(request) < 6 or request[0] != ZAP_VERSION:
             return self._refuse(request_id, f"refused a control connection: malformed ZAP "
@@ -255,7 +317,31 @@ class ControlGate:
         if peer is None:
             return self._refuse(request_id, "refused a control connection without peer "
                                             f"credentials (address {request[3]!r})")
-        role = self.role(peer)
+        groups: Iterable[int] = ()
+        # The databases are read only when the answer depends on them.
+        if peer.uid not in (self.policy.owner_uid, 0) and self.policy.group_gid is not None:
+            key = (peer.uid, peer.gid)
+            known = self._known.get(key)
+            if known is None or self._clock() - known[0] >= GROUPS_TTL:
+                waiting = self._waiting.setdefault(key, [])
+                if not waiting:
+                    self.lookups.ask(*key)
+                waiting.append((token, request_id, peer))
+                return None
+            groups = known[1]
+        return self._answer(request_id, peer, groups)
+
+    def looked_up(self) -> list[tuple[Any, list[bytes]]]:
+        """(token, reply) for each ZAP request whose group lookup is done."""
+        replies = []
+        for key, groups in self.lookups.done():
+            self._known[key] = (self._clock(), groups)
+            for token, request_id, peer in self._waiting.pop(key, []):
+                replies.append((token, self._answer(request_id, peer, groups)))
+        return replies
+
+    def _answer(self, request_id: bytes, peer: Peer, groups: Iterable[int]) -> list[bytes]:
+        role = role_of(self.policy, peer.uid, peer.gid, groups)
         if role is None:
             return self._refuse(request_id, "refused a control connection: "
                                 + connection_refusal(self.policy, peer), f"uid {peer.uid}")

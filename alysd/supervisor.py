@@ -319,6 +319,7 @@ class Supervisor:
                 if not self.shutting_down:
                     self.notifier.stopping()   # leaving without an orderly shutdown
                 self.notifier.close()
+                self.gate.close()
                 self.vitals.close()
                 if self.monitoring is not None:
                     self.monitoring.close()
@@ -364,8 +365,10 @@ class Supervisor:
 
     def _run_loop(self) -> int:
         # The ZAP handler is bound before the control socket, so that no
-        # connection is ever accepted unchecked; it is answered by this loop.
-        self.zap = self.zctx.socket(zmq.REP)
+        # connection is ever accepted unchecked; it is answered by this loop. A
+        # ROUTER (libzmq asks with a REQ), so an answer may wait for a group
+        # lookup while other handshakes are answered.
+        self.zap = self.zctx.socket(zmq.ROUTER)
         self.zap.setsockopt(zmq.LINGER, 0)
         self.zap.bind(ZAP_ENDPOINT)
         self.control = zmq_bus.bind_router(
@@ -376,7 +379,8 @@ class Supervisor:
             self.rundir.share_control(self.gate.policy.group_gid)
         self.listener = system_channel.listen(self.rundir.system)
         self.poller = EventPoller()
-        for fd in (self.wake_r.fileno(), self.zygote.fileno(), self.listener.fileno()):
+        for fd in (self.wake_r.fileno(), self.zygote.fileno(), self.listener.fileno(),
+                   self.gate.lookups.fileno()):
             self.poller.add_fd(fd)
         self.poller.add_zmq(self.control)
         self.poller.add_zmq(self.zap)
@@ -394,6 +398,8 @@ class Supervisor:
                 self._drain_signals()
             if self.zygote.fileno() in fds:
                 self._zygote_events()
+            if self.gate.lookups.fileno() in fds:
+                self._zap_looked_up()
             if self.listener.fileno() in fds:
                 self._accept_system_connections()
             for fd in fds:
@@ -983,13 +989,22 @@ class Supervisor:
 
     def _zap_requests(self) -> None:
         """Answer the handshakes of new control connections (``alysd.control_access``):
-        libzmq holds each connection until its answer, without blocking us."""
+        libzmq holds each connection until its answer, without blocking us. One
+        that waits for a group lookup is answered by ``_zap_looked_up``."""
         while True:
             try:
-                request = self.zap.recv_multipart(zmq.NOBLOCK)
+                frames = self.zap.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.zap.send_multipart(self.gate.zap_reply(request), zmq.NOBLOCK)
+            # [routing id][empty][request...]: the REQ envelope travels back as it came.
+            envelope, request = frames[:2], frames[2:]
+            reply = self.gate.zap_reply(request, token=envelope)
+            if reply is not None:
+                self.zap.send_multipart(envelope + reply, zmq.NOBLOCK)
+
+    def _zap_looked_up(self) -> None:
+        for envelope, reply in self.gate.looked_up():
+            self.zap.send_multipart(envelope + reply, zmq.NOBLOCK)
 
     def _control_requests(self) -> None:
         while True:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import threading
 
 import pytest
 
@@ -14,6 +15,7 @@ from alysd.control_access import (ZAP_VERSION, AccessPolicy, Caller, ControlGate
                                   Role, busy_with, may_run, parse_peer, parse_user_id,
                                   resolve_group, role_of, user_id)
 from alysd.errors import ConfigError, PermissionDenied
+from alysd.testing import wait_until
 
 OWNER = 1000
 OPS = 2000
@@ -92,6 +94,14 @@ def test_zap_admits_the_owner_and_stamps_its_role():
     assert g.refused_connections == 0
 
 
+def answers(g, count: int = 1) -> list:
+    """What the gate answers once its group lookups (on their thread) are done."""
+    got = []
+    wait_until(lambda: got.extend(g.looked_up()) or len(got) >= count, timeout=10,
+               message="group lookups")
+    return got
+
+
 def test_zap_admits_a_member_through_the_group_database():
     looked_up = []
 
@@ -99,17 +109,39 @@ def test_zap_admits_a_member_through_the_group_database():
         looked_up.append(uid)
         return [gid, OPS]
     g = gate(groups=groups)
-    assert g.zap_reply(zap("localhost:3000:3000:12"))[2:5] == [b"200", b"OK", b"3000:3000:group"]
+    assert g.zap_reply(zap("localhost:3000:3000:12"), token="conn-1") is None   # looking up
+    [(token, reply)] = answers(g)
+    assert token == "conn-1" and reply[2:5] == [b"200", b"OK", b"3000:3000:group"]
     assert looked_up == [3000]
+    assert g.zap_reply(zap("localhost:3000:3000:13"))[2:5] == [b"200", b"OK", b"3000:3000:group"]
     g.zap_reply(zap(f"localhost:{OWNER}:1:1"))
     g.zap_reply(zap("localhost:0:0:1"))
-    assert looked_up == [3000]          # the owner and root need no lookup
+    assert looked_up == [3000]          # known now; the owner and root need no lookup
+
+
+def test_a_slow_lookup_holds_only_its_own_callers():
+    release = threading.Event()
+
+    def groups(uid, gid):
+        release.wait(10)                # a directory service taking its time
+        return [gid, OPS]
+    g = gate(groups=groups)
+    assert g.zap_reply(zap("localhost:3000:3000:1"), token=1) is None
+    assert g.zap_reply(zap("localhost:3000:3000:2"), token=2) is None   # one lookup for both
+    # Meanwhile the owner is answered at once.
+    assert g.zap_reply(zap(f"localhost:{OWNER}:{OWNER}:3"))[2] == b"200"
+    release.set()
+    got = answers(g, 2)
+    assert sorted(token for token, _ in got) == [1, 2]
+    assert all(reply[2] == b"200" for _, reply in got)
+    g.close()
 
 
 def test_zap_refuses_others_counted_and_logged(caplog):
     g = gate()
     with caplog.at_level(logging.WARNING):
-        reply = g.zap_reply(zap("localhost:3000:3000:12"))
+        assert g.zap_reply(zap("localhost:3000:3000:12")) is None
+        [(_, reply)] = answers(g)
     assert reply == [ZAP_VERSION, b"req-7", b"400", b"not allowed", b"", b""]
     assert g.refused_connections == 1
     assert "refused a control connection: uid 3000 gid 3000 pid 12" in caplog.text
@@ -184,25 +216,35 @@ def test_an_actor_of_a_pending_command_is_busy_with_it():
 
 
 def test_group_lookups_are_made_at_most_once_a_minute_per_uid():
-    import logging as _logging
-
-    from alysd.control_access import GROUPS_TTL, AccessPolicy, ControlGate, Peer
+    from alysd.control_access import GROUPS_TTL
 
     calls, now = [], [0.0]
 
     def groups(uid, gid):
         calls.append(uid)
         return [4242]
-    gate = ControlGate(AccessPolicy(1, 4242, "ops"), _logging.getLogger("t"), groups,
-                       clock=lambda: now[0])
-    for _ in range(3):
-        assert gate.role(Peer(7, 7, 1)) is not None
+    g = ControlGate(AccessPolicy(1, 4242, "ops"), logging.getLogger("t"), groups,
+                    clock=lambda: now[0])
+    assert g.zap_reply(zap("localhost:7:7:1")) is None
+    answers(g)
+    for pid in range(2, 5):
+        assert g.zap_reply(zap(f"localhost:7:7:{pid}"))[2] == b"200"
     assert calls == [7]
     now[0] = GROUPS_TTL
-    gate.role(Peer(7, 7, 2))
+    assert g.zap_reply(zap("localhost:7:7:5")) is None     # looked up again
+    answers(g)
     assert calls == [7, 7]
-    gate.role(Peer(1, 1, 3))          # the owner: no lookup at all
+    assert g.zap_reply(zap("localhost:1:1:6"))[2] == b"200"   # the owner: no lookup at all
     assert calls == [7, 7]
+
+
+def test_a_failing_lookup_judges_by_the_primary_gid():
+    def groups(uid, gid):
+        raise OSError("the directory is down")
+    g = gate(groups=groups)
+    assert g.zap_reply(zap(f"localhost:3000:{OPS}:1")) is None
+    [(_, reply)] = answers(g)
+    assert reply[2:5] == [b"200", b"OK", f"3000:{OPS}:group".encode()]
 
 
 def test_an_allowed_mutating_command_is_audit_logged(caplog):
