@@ -46,6 +46,7 @@ message at a time is forwarded; the link is not a fast path for bulk data.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -61,7 +62,7 @@ import zmq
 from alysd import curve, seal, zmq_bus
 from alysd.actor import Actor, Degraded, Health, Healthy, Unhealthy
 from alysd.dead_letters import Reason
-from alysd.errors import ActorConfigError, MailboxFull, PermissionDenied, RemoteError, UnknownActor
+from alysd.errors import ActorConfigError, PermissionDenied, RemoteError, UnknownActor
 from alysd.log_throttle import LogThrottle
 from alysd.seal import LinkHeader, LinkKind, SealReason, SealRefused
 
@@ -72,6 +73,7 @@ MAX_RTO = 4.0               # ...nor, backing off, later than this after the pre
 INITIAL_RTO = 1.0           # before the first acknowledgement was timed
 UNREACHABLE_AFTER = 10.0    # s a message may wait for its acknowledgement before health degrades
 OUTBOX_MAP_SIZE = 1 << 30   # address space only; the file grows with what is pending
+UNSENT_RETRY = 0.01         # s between tries to hand the actor what its inbox had no room for
 COMMIT_EVERY = 256          # records written to the outbox in one transaction at most
 FORGED = "forged"           # refused: a peer's connection speaking for another node
 
@@ -252,12 +254,17 @@ class Transport(threading.Thread):
         self.pending: dict[str, dict[bytes, _Pending]] = {name: {} for name in self.peers}
         self.timers = {name: RetransmitTimer() for name in self.peers}
         self.counts: dict[str, int] = dict.fromkeys(
-            ("sent", "retransmitted", "received", "duplicates", "acknowledged", "expired"), 0)
+            ("sent", "retransmitted", "received", "duplicates", "deferred", "acknowledged",
+             "expired"), 0)
         self.refused: dict[str, int] = {}
         self.port: int | None = None
         self.ready = threading.Event()
         self.failure: str | None = None
         self._acks: dict[bytes, list[bytes]] = {}
+        # (origin, id) handed to the actor and not yet sent on by it: a
+        # retransmission of one of these is not acknowledged before it is.
+        self._in_hand: set[tuple[str, bytes]] = set()
+        self._unsent: collections.deque = collections.deque()   # hand-ins the inbox had no room for
         self._due: list[tuple[float, int, str, bytes]] = []   # heap: (when, seq, node, id)
         self._ack_ids = seal.MessageIds()
         self._seq = itertools.count()
@@ -338,6 +345,7 @@ class Transport(threading.Thread):
             if self.hand_in in events:
                 _drain(self.hand_in)   # receipts from the actor's own inbox
             self._send_acks()
+            self._hand_in_unsent()
             self._tend(time.monotonic())
 
     # --- from the actor ---------------------------------------------------------------
@@ -352,8 +360,9 @@ class Transport(threading.Thread):
             verb = frames[0]
             if verb == b"send":
                 self._adopt([_record_decoder.decode(frames[1])])
-            elif verb == b"ack":
-                self._acks.setdefault(frames[1], []).append(frames[2])
+            elif verb == b"ack":      # [ident, origin, id]: sent on by the actor
+                self._in_hand.discard((frames[2].decode(), frames[3]))
+                self._acks.setdefault(frames[1], []).append(frames[3])
             elif verb == b"stop":
                 return False
 
@@ -384,6 +393,8 @@ class Transport(threading.Thread):
         heapq.heappush(self._due, (item.due, next(self._seq), node, item.record.message_id))
 
     def _next_due(self) -> float:
+        if self._unsent:
+            return time.monotonic() + UNSENT_RETRY
         return self._due[0][0] if self._due else time.monotonic() + 1.0
 
     def _tend(self, now: float) -> None:
@@ -415,12 +426,23 @@ class Transport(threading.Thread):
 
     def _expire(self, record: OutRecord, detail: str) -> None:
         self.counts["expired"] += 1
-        self._hand_in(_Expired(record=msgspec.msgpack.encode(record), detail=detail))
+        self._unsent.append(_Expired(record=msgspec.msgpack.encode(record), detail=detail))
+        self._hand_in_unsent()
 
-    def _hand_in(self, message: Any) -> None:
+    def _hand_in_unsent(self) -> None:
+        while self._unsent and self._hand_in(self._unsent[0]):
+            self._unsent.popleft()
+
+    def _hand_in(self, message: Any) -> bool:
+        """Give the actor ``message`` through its own inbox; False when the inbox
+        has no room (this thread never blocks on it)."""
         frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, self._ids.next(), message,
                                         sender=self.actor_name, target=self.actor_name)
-        self.hand_in.send(frame)
+        try:
+            self.hand_in.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     # --- from other nodes -------------------------------------------------------------
 
@@ -470,16 +492,26 @@ class Transport(threading.Thread):
                 self._refuse_forged(f"node {speaks_for!r} sent a message claiming to come "
                                     f"from {header.origin!r}")
                 continue
+            key = (header.origin, header.message_id)
             if opened.duplicate:
-                # Taken before; the sender missed the acknowledgement.
+                # Taken before: acknowledged again once sent on (the sender
+                # missed the acknowledgement, or it is still to come).
                 self.counts["duplicates"] += 1
-                self._acks.setdefault(ident, []).append(header.message_id)
+                if key not in self._in_hand:
+                    self._acks.setdefault(ident, []).append(header.message_id)
                 continue
+            if not self._hand_in(_Inbound(ident=ident, origin=header.origin,
+                                          from_actor=header.from_actor,
+                                          to_actor=header.to_actor,
+                                          message_id=header.message_id,
+                                          payload=msgspec.Raw(opened.payload))):
+                # The actor is behind: not acknowledged, so the sender sends it
+                # again later, and then it is opened as new.
+                self.opener.forget(*key)
+                self.counts["deferred"] += 1
+                continue
+            self._in_hand.add(key)
             self.counts["received"] += 1
-            self._hand_in(_Inbound(ident=ident, origin=header.origin,
-                                   from_actor=header.from_actor, to_actor=header.to_actor,
-                                   message_id=header.message_id,
-                                   payload=msgspec.Raw(opened.payload)))
 
     def _receive_acks(self, sock: zmq.Socket, node: str) -> None:
         boxes, timer, taken, now = self.pending[node], self.timers[node], [], time.monotonic()
@@ -640,14 +672,14 @@ class HostLink(Actor):
                                    "itself", actor=message.to_actor)
             ctx._p.courier.tell(message.to_actor, zmq_bus.Kind.TELL,
                                 msgspec.msgpack.decode(message.payload), origin=origin)
-        except MailboxFull:
-            return   # not acknowledged: the sender tries again later
         except RemoteError as exc:
-            # UnknownActor, PermissionDenied, MessageTooLarge: the courier has
-            # dead-lettered it (or it is refused here); sending again cannot help.
+            # UnknownActor, PermissionDenied, MailboxFull, MessageTooLarge: the
+            # courier has dead-lettered it here (to be replayed from this node's
+            # queue), as for a local sender; sending it again cannot help.
             ctx.log.warning("a message from %s for %s was refused: %s", origin,
                             message.to_actor, exc)
-        self.control.send_multipart([b"ack", message.ident, message.message_id])
+        self.control.send_multipart([b"ack", message.ident, message.origin.encode(),
+                                     message.message_id])
 
     def _dead_letter(self, ctx, reason: Reason, record: OutRecord, detail: str) -> None:
         frame = zmq_bus.encode_envelope(

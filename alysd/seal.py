@@ -215,6 +215,12 @@ class Opener:
         self._remember(key, header.sealed_at, outer.mac)
         return Opened(header, outer.payload)
 
+    def forget(self, origin: str, message_id: bytes) -> None:
+        """Take back an opened message that could not be delivered after all,
+        so that its sender's retransmission is opened as new (not as a
+        duplicate of something never delivered)."""
+        self._seen.pop((origin, message_id), None)
+
     @property
     def remembered(self) -> int:
         return len(self._seen)

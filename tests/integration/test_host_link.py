@@ -67,6 +67,7 @@ def send(d, node: str, to: str, message, sensitive: bool = False):
                                 "sensitive": sensitive})
 
 
+# Tests ask for start_daemon after short_tmp: daemons end before their files go.
 @pytest.fixture
 def key(short_tmp) -> str:
     path = os.path.join(short_tmp, "network.key")
@@ -74,7 +75,7 @@ def key(short_tmp) -> str:
     return path
 
 
-def test_a_message_crosses_to_another_node_with_its_origin(start_daemon, short_tmp, key):
+def test_a_message_crosses_to_another_node_with_its_origin(short_tmp, key, start_daemon):
     journal = os.path.join(short_tmp, "journal")
     port = free_port()
     bob = start_daemon(node_toml("bob", port, key, recorder(journal)))
@@ -121,8 +122,8 @@ class Hostile:
         self.zctx.term()
 
 
-def test_forged_altered_old_and_replayed_frames_are_refused_and_counted(start_daemon, short_tmp,
-                                                                        key):
+def test_forged_altered_old_and_replayed_frames_are_refused_and_counted(short_tmp, key,
+                                                                        start_daemon):
     journal = os.path.join(short_tmp, "journal")
     bob = start_daemon(node_toml("bob", 0, key, recorder(journal)))
     port = status(bob)["listen"][1]
@@ -168,7 +169,7 @@ def test_forged_altered_old_and_replayed_frames_are_refused_and_counted(start_da
 
 
 def test_messages_for_a_node_that_is_down_wait_for_it_even_across_a_link_restart(
-        start_daemon, short_tmp, key):
+        short_tmp, key, start_daemon):
     journal = os.path.join(short_tmp, "journal")
     port = free_port()
     alice = start_daemon(node_toml("alice", 0, key, SENDER,
@@ -188,8 +189,8 @@ def test_messages_for_a_node_that_is_down_wait_for_it_even_across_a_link_restart
     assert len(lines(journal)) == 3
 
 
-def test_what_comes_in_goes_only_where_the_links_permissions_allow(start_daemon, short_tmp,
-                                                                    key):
+def test_what_comes_in_goes_only_where_the_links_permissions_allow(short_tmp, key,
+                                                                    start_daemon):
     journal = os.path.join(short_tmp, "journal")
     vault = os.path.join(short_tmp, "vault")
     port = free_port()
@@ -211,7 +212,7 @@ def test_what_comes_in_goes_only_where_the_links_permissions_allow(start_daemon,
     assert lines(vault) == []
 
 
-def test_sensitive_messages_go_only_over_curve(start_daemon, short_tmp, key):
+def test_sensitive_messages_go_only_over_curve(short_tmp, key, start_daemon):
     journal = os.path.join(short_tmp, "journal")
     alice_key, bob_key = (os.path.join(short_tmp, f"{n}.curve") for n in ("alice", "bob"))
     alice_pub, bob_pub = generate_keypair(alice_key), generate_keypair(bob_key)
@@ -251,7 +252,7 @@ def test_sensitive_messages_go_only_over_curve(start_daemon, short_tmp, key):
     assert len(lines(journal)) == 1
 
 
-def test_a_link_without_the_network_key_is_failed_not_restarted_in_a_loop(start_daemon, short_tmp):
+def test_a_link_without_the_network_key_is_failed_not_restarted_in_a_loop(start_daemon):
     text = tree_toml(actor_toml("link", LINK, uses=["network"]),
                      actor_toml("other", "tests.actors:Probe"))
     d = start_daemon(text, wait=False)
@@ -268,7 +269,7 @@ def test_a_link_without_the_network_key_is_failed_not_restarted_in_a_loop(start_
     d.wait_running(["other"])
 
 
-def test_a_message_for_an_unknown_node_is_dead_lettered(start_daemon, key):
+def test_a_message_for_an_unknown_node_is_dead_lettered(key, start_daemon):
     alice = start_daemon(node_toml("alice", 0, key, SENDER))
     with pytest.raises(HandlerError, match="UnknownActor"):
         alice.request("link", {"type": "remote", "node": "zed", "to": "chain", "message": 1})
@@ -278,7 +279,7 @@ def test_a_message_for_an_unknown_node_is_dead_lettered(start_daemon, key):
     assert "no peer node 'zed'" in letters["letters"][0]["detail"]
 
 
-def test_a_local_actor_cannot_pass_itself_off_as_another_node(start_daemon, short_tmp, key):
+def test_a_local_actor_cannot_pass_itself_off_as_another_node(short_tmp, key, start_daemon):
     journal = os.path.join(short_tmp, "journal")
     d = start_daemon(node_toml("alice", 0, key, recorder(journal)))
     forged = {"type": "$link_inbound", "ident": b"x", "origin": "bob", "from_actor": "chain",
@@ -286,3 +287,25 @@ def test_a_local_actor_cannot_pass_itself_off_as_another_node(start_daemon, shor
     with pytest.raises(HandlerError, match="PermissionDenied: .* may not hand the link"):
         d.request("link", forged)
     assert lines(journal) == []
+
+
+def test_a_full_mailbox_refuses_a_remote_message_as_it_would_a_local_one(short_tmp, key,
+                                                                        start_daemon):
+    journal = os.path.join(short_tmp, "journal")
+    release = os.path.join(short_tmp, "release")
+    port = free_port()
+    bob = start_daemon(node_toml("bob", port, key, actor_toml(
+        "chain", "tests.actors:Recorder", config={"journal": journal},
+        mailbox={"capacity": 1, "backpressure": "fail"})))
+    alice = start_daemon(node_toml("alice", 0, key, SENDER,
+                                   peers=[{"name": "bob", "address": f"127.0.0.1:{port}"}]))
+    send(alice, "bob", "chain", {"hold": release})
+    wait_until(lambda: lines(journal), message="chain busy")
+    for n in range(3):
+        send(alice, "bob", "chain", {"n": n})
+    wait_until(lambda: status(alice)["acknowledged"] == 4, message="all 4 acknowledged")
+    full = wait_until(lambda: [x for x in bob.call("dead_letters")["letters"]
+                               if x["reason"] == "mailbox_full"], message="mailbox_full letters")
+    open(release, "w").close()
+    wait_until(lambda: len(lines(journal)) == 1 + 3 - len(full), message="the rest handled")
+    assert status(alice)["peers"]["bob"]["pending"] == 0
