@@ -67,6 +67,8 @@ from alysd.log_throttle import LogThrottle
 from alysd.seal import LinkHeader, LinkKind, SealReason, SealRefused
 
 log = logging.getLogger("alysd.host_link")
+_get = zmq_bus.sockopt_get
+_POLLOUT = int(zmq.POLLOUT)
 
 MIN_RTO = 0.25              # s: a retransmission never comes sooner...
 MAX_RTO = 4.0               # ...nor, backing off, later than this after the previous send
@@ -189,7 +191,7 @@ class _Pending(msgspec.Struct):
     due: float          # monotonic time of the next (re)transmission, or of expiry
     expires: float
     sent_at: float = 0.0
-    delay: float = 0.0  # until the next retransmission; doubles each time
+    delay: float = 0.0  # until the next try; the peer's RTO at first, then doubling
     sends: int = 0
 
 
@@ -296,7 +298,10 @@ class Transport(threading.Thread):
                 sock = curve.connect_tcp_dealer(self.zctx, phost, pport, settings.node_name,
                                                 server_key=peer.get("public_key"),
                                                 secret_file=settings.curve_secret_file)
-                sock.setsockopt(zmq.SNDHWM, 0)      # what is pending is bounded by the outbox
+                # Queue only to a connection that is up (and past its CURVE
+                # handshake): while a peer is away, retransmissions try again
+                # rather than pile up copies to flood it when it returns.
+                sock.setsockopt(zmq.IMMEDIATE, 1)
                 sockets.append(sock)
                 dealers[peer["name"]] = sock
         except Exception as exc:
@@ -411,11 +416,15 @@ class Transport(threading.Thread):
                 del self.pending[node][message_id]
                 expired.setdefault(node, []).append(item.record)
                 continue
-            self.dealers[node].send(self._seal_data(item.record), zmq.NOBLOCK)
-            self.counts["retransmitted" if item.sends else "sent"] += 1
-            item.delay = min(MAX_RTO, 2 * item.delay) if item.sends else self.timers[node].rto
-            item.sends += 1
-            item.sent_at = now
+            item.delay = min(MAX_RTO, 2 * item.delay) if item.delay else self.timers[node].rto
+            sock = self.dealers[node]
+            # No connection to the peer (yet), or its queue is full: try again
+            # later, without sealing for nothing.
+            if _get(sock, zmq_bus.EVENTS) & _POLLOUT:
+                sock.send(self._seal_data(item.record), zmq.NOBLOCK)
+                self.counts["retransmitted" if item.sends else "sent"] += 1
+                item.sends += 1
+                item.sent_at = now
             item.due = min(now + item.delay, item.expires)
             self._schedule(node, item)
         for node, records in expired.items():
