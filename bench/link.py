@@ -24,7 +24,12 @@ their ratio. The link forwards one message at a time and writes each to
 disk before taking the next: it is built for the node's control traffic,
 and the ratio says what its guarantees cost against a bare socket.
 
-    python -m bench.link [--rounds 4] [--n 5000] [--curve]
+At the end, ``--flood`` frames sealed with another network's key are sent
+to ``b`` from one raw socket: the rate at which ``b``'s link refuses them
+(counted, MAC checked before anything else is decoded), and whether it
+stayed healthy.
+
+    python -m bench.link [--rounds 4] [--n 5000] [--curve] [--flood 20000]
 """
 
 from __future__ import annotations
@@ -54,11 +59,48 @@ def link_status(d) -> dict:
     return d.request("link", {"type": "link_status"})
 
 
+def flood(b, port: int, n: int, curve: tuple[str, str] | None) -> float:
+    """Send ``n`` frames sealed with another network's key to ``b``'s link as
+    fast as one socket goes; frames/s refused (the time until ``b`` counted
+    them all). With ``curve`` (a client key file ``b`` admits, ``b``'s public
+    key) the flood comes over CURVE: a peer admitted by its key but without
+    the network's key (without an admitted key it could not even connect)."""
+    import zmq
+
+    from alysd.curve import load_secret
+    from alysd.seal import LinkHeader, LinkKind, new_message_id, seal
+
+    before = link_status(b)["refused"].get("bad_mac", 0)
+    zctx = zmq.Context()
+    sock = zctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, 30_000)    # a flood that cannot get through fails, not hangs
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey = load_secret(curve[0])
+        sock.curve_serverkey = curve[1].encode()
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    frames = [seal(b"x" * 32, LinkHeader(kind=LinkKind.DATA, origin="mallory",
+                                         message_id=new_message_id(), sealed_at=time.time_ns(),
+                                         to_actor="sink"), b"\xc0") for _ in range(1000)]
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            sock.send(frames[i % 1000])
+        wait_until(lambda: link_status(b)["refused"].get("bad_mac", 0) - before >= n,
+                   timeout=60 + n / 1000, interval=0.02, message="the flood refused")
+        return n / (time.perf_counter() - t0)
+    finally:
+        sock.close()
+        zctx.term()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.link", description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds per side")
     ap.add_argument("--n", type=int, default=5000, help="messages per round")
     ap.add_argument("--curve", action="store_true", help="CURVE on both sides")
+    ap.add_argument("--flood", type=int, default=20000,
+                    help="frames sealed with another key sent to b at the end (0: none)")
     args = ap.parse_args()
     common.check_payload()
     mode = "CURVE" if args.curve else "plain"
@@ -112,7 +154,11 @@ def main() -> None:
             send_rates.append(send_rate)
             print(f"   {r:>5}  {raw[-1]:>10,.0f}  {rate:>10,.0f}  {rate / raw[-1]:>6.3f}",
                   flush=True)
+        flood_rate = flood(b, port, args.flood,
+                           (os.path.join(tmp, "a.curve"), public_b) if args.curve else None
+                           ) if args.flood else None
         status_a, status_b = link_status(a), link_status(b)
+        status_b["health"] = b.status()["link"]["health"]
 
     raw_m, alysd_m = common.median(raw), common.median(alysd)
     ratio = alysd_m / raw_m
@@ -121,12 +167,17 @@ def main() -> None:
           f"{common.median(send_rates):,.0f} msgs/s of ctx.send to the link)")
     print(f"   ratio link/raw {ratio:.3f}")
     print(f"   retransmitted {status_a['retransmitted']}, refused on b {status_b['refused']}")
+    if flood_rate is not None:
+        print(f"   a flood of {args.flood:,} frames under another key: refused at "
+              f"{flood_rate:,.0f} frames/s ({flood_rate / raw_m:.3f} of raw's receive rate); "
+              f"b's link stayed {status_b['health']}")
     print(f"   [{time.perf_counter() - t_start:.1f} s wall]")
     common.result({
         "bench": "link", "mode": mode, "rounds": args.rounds, "n": args.n,
         "raw_msgs_per_s": round(raw_m), "link_msgs_per_s": round(alysd_m),
         "link_send_msgs_per_s": round(common.median(send_rates)), "ratio": round(ratio, 4),
         "retransmitted": status_a["retransmitted"], "refused": status_b["refused"],
+        "flood_refused_per_s": round(flood_rate) if flood_rate else None,
         "raw_rounds": [round(x) for x in raw], "link_rounds": [round(x) for x in alysd],
         "machine": mach,
     })
