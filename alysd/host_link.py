@@ -42,6 +42,10 @@ owns every TCP socket, so the actor's loop never waits on the network. It
 hands what arrives to the actor's own inbox, as messages from the link to
 itself, and the actor passes acknowledgements back over an inproc pair. One
 message at a time is forwarded; the link is not a fast path for bulk data.
+
+The link is part of the runtime, not an actor written against the public API
+alone: it uses its own process's ZeroMQ context, courier (to stamp
+``origin``, which ``ctx.send`` does not offer) and dead-letter sink.
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ from alysd import curve, seal, zmq_bus
 from alysd.actor import Actor, Degraded, Health, Healthy, Unhealthy
 from alysd.dead_letters import Reason
 from alysd.errors import ActorConfigError, PermissionDenied, RemoteError, UnknownActor
+from alysd.config_checks import address_text
 from alysd.log_throttle import LogThrottle
+from alysd.node_sections import LinkPeer
 from alysd.seal import LinkHeader, LinkKind, SealReason, SealRefused
 
 log = logging.getLogger("alysd.host_link")
@@ -226,7 +232,7 @@ class LinkSettings(msgspec.Struct, frozen=True, kw_only=True):
     curve_clients: tuple[str, ...]
     envelope_window: float
     replay_cache: int
-    peers: tuple[dict, ...]
+    peers: tuple[LinkPeer, ...]
 
 
 class Transport(threading.Thread):
@@ -247,9 +253,9 @@ class Transport(threading.Thread):
         self.outbox = outbox
         self.max_bytes = max_bytes
         self.delivery_timeout = delivery_timeout
-        self.peers = {p["name"]: p for p in settings.peers}
-        self.names_by_key = {p["public_key"]: p["name"] for p in settings.peers
-                             if p.get("public_key")}
+        self.peers = {peer.name: peer for peer in settings.peers}
+        self.names_by_key = {peer.public_key: peer.name for peer in settings.peers
+                             if peer.public_key}
         self.curve = settings.curve_secret_file is not None
         self.opener = seal.Opener(key, window=settings.envelope_window,
                                   capacity=settings.replay_cache, max_bytes=max_bytes + 4096)
@@ -289,21 +295,21 @@ class Transport(threading.Thread):
             server = curve.bind_tcp_router(
                 self.zctx, host, port, secret_file=settings.curve_secret_file,
                 allowed=[*settings.curve_clients,
-                         *(p["public_key"] for p in settings.peers if p.get("public_key"))],
+                         *(peer.public_key for peer in settings.peers if peer.public_key)],
                 max_message_bytes=self.max_bytes)
             self.port = server.port
             dealers = {}
             for peer in self.peers.values():
-                phost, pport = peer["address"]
+                phost, pport = peer.address
                 sock = curve.connect_tcp_dealer(self.zctx, phost, pport, settings.node_name,
-                                                server_key=peer.get("public_key"),
+                                                server_key=peer.public_key,
                                                 secret_file=settings.curve_secret_file)
                 # Queue only to a connection that is up (and past its CURVE
                 # handshake): while a peer is away, retransmissions try again
                 # rather than pile up copies to flood it when it returns.
                 sock.setsockopt(zmq.IMMEDIATE, 1)
                 sockets.append(sock)
-                dealers[peer["name"]] = sock
+                dealers[peer.name] = sock
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
             self.ready.set()
@@ -566,8 +572,8 @@ class Transport(threading.Thread):
         for name, peer in self.peers.items():
             boxes = list(self.pending[name].values())
             oldest = max((now - item.accepted for item in boxes), default=0.0)
-            peers[name] = {"address": "%s:%d" % tuple(peer["address"]),
-                           "curve": bool(peer.get("public_key")), "pending": len(boxes),
+            peers[name] = {"address": address_text(peer.address),
+                           "curve": peer.public_key is not None, "pending": len(boxes),
                            "oldest_pending_s": round(oldest, 3)}
         return {"node": self.settings.node_name, "listen": [self.settings.listen[0], self.port],
                 "peers": peers, **self.counts, "refused": dict(self.refused),
@@ -595,7 +601,7 @@ class HostLink(Actor):
             raise ActorConfigError(str(exc)) from None
         process = ctx._p
         self.ids = seal.MessageIds()
-        self.peers = {p["name"]: p for p in self.settings.peers}
+        self.peers = {peer.name: peer for peer in self.settings.peers}
         self.outbox = LinkOutbox(os.path.join(ctx.state_dir, f"link-outbox-{ctx.name}"))
         self.control = process.zctx.socket(zmq.PAIR)
         self.control.setsockopt(zmq.LINGER, 0)
@@ -661,7 +667,7 @@ class HostLink(Actor):
             self._dead_letter(ctx, Reason.UNKNOWN_ACTOR, record,
                               f"no peer node {message.node!r} in network.peers")
             raise UnknownActor(f"no peer node {message.node!r}", actor=message.node)
-        if message.sensitive and not peer.get("public_key"):
+        if message.sensitive and peer.public_key is None:
             self._dead_letter(ctx, Reason.DENIED, record, f"a sensitive message to node "
                               f"{message.node!r}, which is not reached over CURVE")
             raise PermissionDenied(f"a sensitive message goes only over CURVE; node "
