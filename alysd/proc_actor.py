@@ -78,8 +78,8 @@ from alysd.config import ActorSpec, Backpressure, Delivery, MailboxSpec
 from alysd.courier import SEND_TIMEOUT, TEND_INTERVAL, Courier
 from alysd.dead_letter_sink import DeadLetterSink
 from alysd.dead_letters import Reason
-from alysd.errors import (ActorConfigError, HandlerError, MailboxFull, MessageTooLarge, PermissionDenied,
-                          ProtocolError, RemoteError)
+from alysd.errors import (ActorConfigError, HandlerError, MailboxFull, MessageTooLarge,
+                          PermissionDenied, ProtocolError, RemoteError)
 from alysd.exits import ExitCode
 from alysd.mailbox import Admission, Mailbox
 from alysd.protocol import (APPLIED, FAILED, NEEDS_RESTART, SYSTEM_MAIL, ActorBoot, Directory,
