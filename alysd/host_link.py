@@ -8,8 +8,10 @@ link as ``from_actor`` and ``"sender@alice"`` as ``metadata.origin``.
 
 ::
 
-    actor ─ctx.send(link, Remote)→ HostLink ─Sealed DATA (TCP, CURVE off loopback)→ HostLink ─ctx.send→ chain
-                                   (node alice)   ←──────────── Sealed ACK ─────────   (node bob)
+    node alice                                            node bob
+    actor ─ctx.send(Remote)→ HostLink ──Sealed DATA──▶ HostLink ─ctx.send→ chain
+                                      ◀──Sealed ACK───
+                             (TCP; CURVE off loopback)
 
 Guarantees:
 
