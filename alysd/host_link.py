@@ -68,7 +68,8 @@ import zmq
 from alysd import curve, seal, zmq_bus
 from alysd.actor import Actor, Degraded, Health, Healthy, Unhealthy
 from alysd.dead_letters import Reason
-from alysd.errors import ActorConfigError, PermissionDenied, RemoteError, UnknownActor
+from alysd.errors import (ActorConfigError, PermissionDenied, ProtocolError, RemoteError,
+                          UnknownActor)
 from alysd.config_checks import address_text
 from alysd.log_throttle import LogThrottle
 from alysd.node_sections import LinkPeer
@@ -517,6 +518,16 @@ class Transport(threading.Thread):
                 if key not in self._in_hand:
                     self._acks.setdefault(ident, []).append(header.message_id)
                 continue
+            try:
+                # What the actor's inbox could not take (a payload nested past
+                # the decoder's depth, say) is refused here, unacknowledged:
+                # it stays the sending node's to dead-letter.
+                zmq_bus.decode_any(opened.payload)
+            except ProtocolError as exc:
+                self.opener.forget(*key)
+                self._refuse(SealReason.MALFORMED, f"message {header.message_id.hex()} from "
+                             f"{header.origin}: {exc}")
+                continue
             if not self._hand_in(_Inbound(ident=ident, origin=header.origin,
                                           from_actor=header.from_actor,
                                           to_actor=header.to_actor,
@@ -682,19 +693,26 @@ class HostLink(Actor):
         self.control.send_multipart([b"send", msgspec.msgpack.encode(record)])
 
     def _deliver(self, message: _Inbound, ctx) -> None:
+        """Send on what another node sent, then have it acknowledged: once sent on
+        (at least once from here), or once refused here for good (dead-lettered
+        on this node; sending it again could not help)."""
         origin = f"{message.from_actor}@{message.origin}"
-        try:
-            if message.to_actor == ctx.name:
-                raise UnknownActor("the host link takes no messages from other nodes for "
-                                   "itself", actor=message.to_actor)
-            ctx._p.courier.tell(message.to_actor, zmq_bus.Kind.TELL,
-                                msgspec.msgpack.decode(message.payload), origin=origin)
-        except RemoteError as exc:
-            # UnknownActor, PermissionDenied, MailboxFull, MessageTooLarge: the
-            # courier has dead-lettered it here (to be replayed from this node's
-            # queue), as for a local sender; sending it again cannot help.
-            ctx.log.warning("a message from %s for %s was refused: %s", origin,
-                            message.to_actor, exc)
+        if message.to_actor == ctx.name:
+            frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, 0, message.payload,
+                                            sender=ctx.name, target=ctx.name, origin=origin)
+            ctx._p.sink.add(Reason.UNKNOWN_ACTOR, sender=ctx.name, target=ctx.name,
+                            message_id=0, frame=frame, detail=f"from {origin}: the host link "
+                            "takes no messages from other nodes for itself")
+        else:
+            try:
+                ctx._p.courier.tell(message.to_actor, zmq_bus.Kind.TELL,
+                                    zmq_bus.decode_any(message.payload), origin=origin)
+            except RemoteError as exc:
+                # UnknownActor, PermissionDenied, MailboxFull, MessageTooLarge: the
+                # courier has dead-lettered it here (to be replayed from this
+                # node's queue), as for a local sender.
+                ctx.log.warning("a message from %s for %s was refused: %s", origin,
+                                message.to_actor, exc)
         self.control.send_multipart([b"ack", message.ident, message.origin.encode(),
                                      message.message_id])
 

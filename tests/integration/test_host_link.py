@@ -150,19 +150,27 @@ def test_forged_altered_old_and_replayed_frames_are_refused_and_counted(short_tm
                       b"\x93garbage"]:                            # malformed
             hostile.sock.send(frame)
         hostile.sock.send_multipart([b"one", b"two"])             # malformed: 3 frames
+        # A key holder's payload nested past the decoder's depth: refused, twice.
+        nested = seal.seal(secret, seal.LinkHeader(
+            kind=seal.LinkKind.DATA, origin="mallory", message_id=seal.new_message_id(),
+            sealed_at=time.time_ns(), from_actor="x", to_actor="chain"), b"\x91" * 5000 + b"\xc0")
+        hostile.sock.send(nested)
+        hostile.sock.send(nested)     # not taken the first time: refused again, not a replay
         # The same message re-sealed (a sender that missed the acknowledgement):
         # acknowledged again, not delivered twice.
         hostile.sock.send(data_frame(secret, {"n": 1}, message_id=first_id))
         assert hostile.ack(secret).acks == (first_id,)
-        expected = {"replayed": 1, "bad_mac": 2, "stale": 1, "future": 1, "malformed": 2}
+        expected = {"replayed": 1, "bad_mac": 2, "stale": 1, "future": 1, "malformed": 4}
         try:
             counts = wait_until(lambda: (s := status(bob))["refused"] == expected and s,
                                 message="every refusal counted")
         except TimeoutError:
             raise AssertionError(f"refused: {status(bob)['refused']}, expected {expected}")
         assert counts["received"] == 1 and counts["duplicates"] == 1
+        assert not hostile.sock.poll(0)          # nothing acknowledged but the genuine one
     finally:
         hostile.close()
+    assert bob.call("dead_letters")["count"] == 0
     assert [r["m"] for r in lines(journal)] == [{"n": 1}]
     assert bob.status()["link"]["state"] == "running" and bob.proc.poll() is None
     assert "refused a frame from another host (bad_mac)" in bob.log()
@@ -205,10 +213,10 @@ def test_what_comes_in_goes_only_where_the_links_permissions_allow(short_tmp, ke
     wait_until(lambda: lines(journal), message="the message for chain")
     # Every one is acknowledged: refusing again on a retransmission would not help.
     wait_until(lambda: status(alice)["acknowledged"] == 4, message="4 acknowledgements")
-    letters = wait_until(lambda: (r := bob.call("dead_letters"))["count"] == 2 and r,
-                         message="2 dead letters on bob")
-    assert sorted(letter["reason"] for letter in letters["letters"]) == ["denied",
-                                                                         "unknown_actor"]
+    letters = wait_until(lambda: (r := bob.call("dead_letters"))["count"] == 3 and r,
+                         message="3 dead letters on bob")
+    assert sorted((letter["reason"], letter["target"]) for letter in letters["letters"]) == [
+        ("denied", "vault"), ("unknown_actor", "link"), ("unknown_actor", "nobody")]
     assert lines(vault) == []
 
 
