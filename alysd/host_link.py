@@ -85,6 +85,7 @@ INITIAL_RTO = 1.0           # before the first acknowledgement was timed
 UNREACHABLE_AFTER = 10.0    # s a message may wait for its acknowledgement before health degrades
 OUTBOX_MAP_SIZE = 1 << 30   # address space only; the file grows with what is pending
 UNSENT_RETRY = 0.01         # s between tries to hand the actor what its inbox had no room for
+REMOVE_EVERY = 0.05         # s: acknowledged messages leave the outbox together
 COMMIT_EVERY = 256          # records written to the outbox in one transaction at most
 FORGED = "forged"           # refused: a peer's connection speaking for another node
 
@@ -112,15 +113,22 @@ class _RemoteOut(msgspec.Struct, tag="remote", kw_only=True, frozen=True):
     sensitive: bool = False
 
 
-class _Inbound(msgspec.Struct, tag="$link_inbound", kw_only=True, frozen=True):
-    """From the transport to the actor: a message another node sent."""
+class Inbound(msgspec.Struct, array_like=True, frozen=True):
+    """A message another node sent, as the transport hands it to the actor."""
 
-    ident: bytes
+    ident: bytes                 # the connection it came on (its acknowledgement goes back there)
     origin: str
     from_actor: str
     to_actor: str
     message_id: bytes
     payload: msgspec.Raw
+
+
+class _Inbound(msgspec.Struct, tag="$link_inbound", kw_only=True, frozen=True):
+    """From the transport to the actor: what other nodes sent, in arrival order
+    (one hand-in per pass of the transport's loop, not one per message)."""
+
+    messages: list[Inbound]
 
 
 class _Expired(msgspec.Struct, tag="$link_expired", kw_only=True, frozen=True):
@@ -181,10 +189,12 @@ class LinkOutbox:
                         msgspec.msgpack.encode(record))
         self._added.clear()
 
-    def remove(self, node: str, message_ids: list[bytes]) -> None:
+    def remove(self, message_ids: dict[str, list[bytes]]) -> None:
+        """Delete these (node -> ids) in one transaction."""
         with self._env.begin(write=True) as txn:
-            for message_id in message_ids:
-                txn.delete(self._key(node, message_id))
+            for node, ids in message_ids.items():
+                for message_id in ids:
+                    txn.delete(self._key(node, message_id))
 
     def records(self) -> list[OutRecord]:
         with self._env.begin() as txn:
@@ -272,6 +282,8 @@ class Transport(threading.Thread):
         self.ready = threading.Event()
         self.failure: str | None = None
         self._acks: dict[bytes, list[bytes]] = {}
+        self._removals: dict[str, list[bytes]] = {}   # node -> acknowledged ids, to remove
+        self._removals_due = 0.0
         # (origin, id) handed to the actor and not yet sent on by it: a
         # retransmission of one of these is not acknowledged before it is.
         self._in_hand: set[tuple[str, bytes]] = set()
@@ -350,6 +362,7 @@ class Transport(threading.Thread):
             timeout = self._next_due() - time.monotonic()
             events = dict(poller.poll(max(0, min(1000, int(timeout * 1000) + 1))))
             if self.control in events and not self._commands():
+                self._flush_removals()
                 return
             if self.server.sock in events:
                 self._receive_data()
@@ -360,7 +373,9 @@ class Transport(threading.Thread):
                 _drain(self.hand_in)   # receipts from the actor's own inbox
             self._send_acks()
             self._hand_in_unsent()
-            self._tend(time.monotonic())
+            now = time.monotonic()
+            self._tend(now)
+            self._flush_removals(now)
 
     # --- from the actor ---------------------------------------------------------------
 
@@ -374,9 +389,11 @@ class Transport(threading.Thread):
             verb = frames[0]
             if verb == b"send":
                 self._adopt([_record_decoder.decode(frames[1])])
-            elif verb == b"ack":      # [ident, origin, id]: sent on by the actor
-                self._in_hand.discard((frames[2].decode(), frames[3]))
-                self._acks.setdefault(frames[1], []).append(frames[3])
+            elif verb == b"ack":      # [ident, origin, id]...: sent on by the actor
+                for i in range(1, len(frames) - 2, 3):
+                    ident, origin, message_id = frames[i:i + 3]
+                    self._in_hand.discard((origin.decode(), message_id))
+                    self._acks.setdefault(ident, []).append(message_id)
             elif verb == b"stop":
                 return False
 
@@ -386,7 +403,7 @@ class Transport(threading.Thread):
             boxes = self.pending.get(record.node)
             if boxes is None:
                 # A peer removed from the configuration since it was accepted.
-                self.outbox.remove(record.node, [record.message_id])
+                self._remove(record.node, [record.message_id])
                 self._expire(record, f"node {record.node!r} is no longer a peer")
                 continue
             accepted = now - max(0.0, wall - record.accepted_at)
@@ -407,9 +424,13 @@ class Transport(threading.Thread):
         heapq.heappush(self._due, (item.due, next(self._seq), node, item.record.message_id))
 
     def _next_due(self) -> float:
+        now = time.monotonic()
+        due = min(self._due[0][0], now + 1.0) if self._due else now + 1.0
         if self._unsent:
-            return time.monotonic() + UNSENT_RETRY
-        return self._due[0][0] if self._due else time.monotonic() + 1.0
+            due = min(due, now + UNSENT_RETRY)
+        if self._removals:
+            due = min(due, self._removals_due)
+        return due
 
     def _tend(self, now: float) -> None:
         """Send what is due (first sends and retransmissions) and expire what
@@ -437,10 +458,23 @@ class Transport(threading.Thread):
             item.due = min(now + item.delay, item.expires)
             self._schedule(node, item)
         for node, records in expired.items():
-            self.outbox.remove(node, [record.message_id for record in records])
+            self._remove(node, [record.message_id for record in records])
             for record in records:
                 self._expire(record, f"node {node!r} did not acknowledge it within "
                              f"{self.delivery_timeout:g}s")
+
+    def _remove(self, node: str, message_ids: list[bytes]) -> None:
+        """Take these out of the outbox, soon: removals are written together at
+        most every ``REMOVE_EVERY`` seconds (one sync for all), as losing one to
+        a crash only sends a message again, which its receiver drops."""
+        if not self._removals:
+            self._removals_due = time.monotonic() + REMOVE_EVERY
+        self._removals.setdefault(node, []).extend(message_ids)
+
+    def _flush_removals(self, now: float | None = None) -> None:
+        if self._removals and (now is None or now >= self._removals_due):
+            self.outbox.remove(self._removals)
+            self._removals = {}
 
     def _expire(self, record: OutRecord, detail: str) -> None:
         self.counts["expired"] += 1
@@ -489,12 +523,12 @@ class Transport(threading.Thread):
                         self.actor_name, reason, detail, more)
 
     def _receive_data(self) -> None:
-        sock = self.server.sock
+        sock, taken = self.server.sock, []
         for _ in range(256):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             if len(frames) != 2:
                 self._refuse(SealReason.MALFORMED, f"expected 2 frames, got {len(frames)}")
                 continue
@@ -528,18 +562,21 @@ class Transport(threading.Thread):
                 self._refuse(SealReason.MALFORMED, f"message {header.message_id.hex()} from "
                              f"{header.origin}: {exc}")
                 continue
-            if not self._hand_in(_Inbound(ident=ident, origin=header.origin,
-                                          from_actor=header.from_actor,
-                                          to_actor=header.to_actor,
-                                          message_id=header.message_id,
-                                          payload=msgspec.Raw(opened.payload))):
-                # The actor is behind: not acknowledged, so the sender sends it
-                # again later, and then it is opened as new.
-                self.opener.forget(*key)
-                self.counts["deferred"] += 1
-                continue
+            taken.append(Inbound(ident, header.origin, header.from_actor, header.to_actor,
+                                 header.message_id, msgspec.Raw(opened.payload)))
             self._in_hand.add(key)
-            self.counts["received"] += 1
+        if not taken:
+            return
+        if self._hand_in(_Inbound(messages=taken)):
+            self.counts["received"] += len(taken)
+            return
+        # The actor is behind: not acknowledged, so the senders send them again
+        # later, and then they are opened as new.
+        for message in taken:
+            key = (message.origin, message.message_id)
+            self._in_hand.discard(key)
+            self.opener.forget(*key)
+        self.counts["deferred"] += len(taken)
 
     def _receive_acks(self, sock: zmq.Socket, node: str) -> None:
         boxes, timer, taken, now = self.pending[node], self.timers[node], [], time.monotonic()
@@ -562,7 +599,7 @@ class Transport(threading.Thread):
                     if item.sends == 1:
                         timer.sample(now - item.sent_at)
         if taken:
-            self.outbox.remove(node, taken)
+            self._remove(node, taken)
             self.counts["acknowledged"] += len(taken)
 
     def _send_acks(self) -> None:
@@ -665,7 +702,12 @@ class HostLink(Actor):
             raise PermissionDenied(f"{ctx.message.metadata.from_actor} may not hand the link "
                                    "messages from other nodes", actor=ctx.name)
         if isinstance(message, _Inbound):
-            return self._deliver(message, ctx)
+            acks = [b"ack"]
+            for one in message.messages:
+                self._deliver(one, ctx)
+                acks += (one.ident, one.origin.encode(), one.message_id)
+            self.control.send_multipart(acks)
+            return None
         if isinstance(message, _Expired):
             record = _record_decoder.decode(message.record)
             return self._dead_letter(ctx, Reason.TIMEOUT, record, message.detail)
@@ -692,10 +734,10 @@ class HostLink(Actor):
             self.outbox.commit()
         self.control.send_multipart([b"send", msgspec.msgpack.encode(record)])
 
-    def _deliver(self, message: _Inbound, ctx) -> None:
-        """Send on what another node sent, then have it acknowledged: once sent on
-        (at least once from here), or once refused here for good (dead-lettered
-        on this node; sending it again could not help)."""
+    def _deliver(self, message: Inbound, ctx) -> None:
+        """Send on what another node sent; it is acknowledged after this: once
+        sent on (at least once from here), or refused here for good
+        (dead-lettered on this node; sending it again could not help)."""
         origin = f"{message.from_actor}@{message.origin}"
         if message.to_actor == ctx.name:
             frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, 0, message.payload,
@@ -713,8 +755,6 @@ class HostLink(Actor):
                 # node's queue), as for a local sender.
                 ctx.log.warning("a message from %s for %s was refused: %s", origin,
                                 message.to_actor, exc)
-        self.control.send_multipart([b"ack", message.ident, message.origin.encode(),
-                                     message.message_id])
 
     def _dead_letter(self, ctx, reason: Reason, record: OutRecord, detail: str) -> None:
         frame = zmq_bus.encode_envelope(

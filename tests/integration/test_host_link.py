@@ -290,8 +290,8 @@ def test_a_message_for_an_unknown_node_is_dead_lettered(key, start_daemon):
 def test_a_local_actor_cannot_pass_itself_off_as_another_node(short_tmp, key, start_daemon):
     journal = os.path.join(short_tmp, "journal")
     d = start_daemon(node_toml("alice", 0, key, recorder(journal)))
-    forged = {"type": "$link_inbound", "ident": b"x", "origin": "bob", "from_actor": "chain",
-              "to_actor": "chain", "message_id": bytes(16), "payload": 1}
+    forged = {"type": "$link_inbound",
+              "messages": [[b"x", "bob", "chain", "chain", bytes(16), 1]]}
     with pytest.raises(HandlerError, match="PermissionDenied: .* may not hand the link"):
         d.request("link", forged)
     assert lines(journal) == []
