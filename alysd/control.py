@@ -13,7 +13,7 @@ No command runs code or opens paths chosen by the client.
 Who may connect and run what is ``alysd.control_access``: a command whose
 ``mutating`` is True (it changes actors, messages, dead letters or filters)
 needs alysd's own user or root; the others are open to ``control_group`` too.
-``restart``, ``stop``, ``start``, ``reset`` or ``send`` aimed at an actor an
+``restart``, ``stop``, ``start``, ``reset``, ``send`` or ``tell`` aimed at an actor an
 earlier command is still changing answers ``Busy`` at once (the first four
 also during a reload); ``id`` is the client's, echoed in the reply.
 """
@@ -59,6 +59,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("reset", True, "args {name} -> close an open circuit breaker, forget backoff, and "
             "start the actor; answers once it is ready"),
     Command("send", True, "args {name, payload, timeout} -> the actor's reply to a request"),
+    Command("tell", True, "args {name, payload} -> {message_id}: a one-way message to the "
+            "actor, answered once handed to it (not once handled)"),
     Command("reload", True, "args {dry_run: bool} -> load the configuration again and apply what "
             "changed: {outcome: applied|unchanged|dry_run, added, removed, restarted: {actor: "
             "[keys]}, updated_live: {actor: [keys]}, supervisors, system, sections, seconds}; "

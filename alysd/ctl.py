@@ -367,14 +367,30 @@ def send(obj: dict, name: str, payload: str, timeout: float) -> None:
 
     Pass - as JSON to read the payload from standard input.
     """
+    reply = _run(obj, "send", {"name": name, "payload": _json_payload(payload),
+                               "timeout": timeout}, timeout=timeout + 5.0)
+    _echo_json(reply)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("payload", metavar="JSON")
+@click.pass_obj
+def tell(obj: dict, name: str, payload: str) -> None:
+    """Send JSON to actor NAME as a one-way message; print its message id.
+
+    Answers once the message is handed to the actor, not once it is handled.
+    Pass - as JSON to read the payload from standard input.
+    """
+    click.echo(_run(obj, "tell", {"name": name, "payload": _json_payload(payload)})["message_id"])
+
+
+def _json_payload(payload: str) -> Any:
     text = sys.stdin.read() if payload == "-" else payload
     try:
-        message = msgspec.json.decode(text)
+        return msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="JSON") from None
-    reply = _run(obj, "send", {"name": name, "payload": message, "timeout": timeout},
-                 timeout=timeout + 5.0)
-    _echo_json(reply)
 
 
 @main.command()

@@ -1304,11 +1304,20 @@ class Supervisor:
         self.commands = still
 
     def cmd_send(self, args: dict, answer) -> None:
-        name = self._pool_member(args["name"])
         timeout = float(args.get("timeout", 5.0))
+        name, mid = self._relay_message(args, Kind.ASK, timeout)
+        self.relays[name].pending[mid] = PendingSend(answer, time.monotonic() + timeout, name)
+
+    def cmd_tell(self, args: dict, answer) -> None:
+        answer(True, {"message_id": self._relay_message(args, Kind.TELL, None)[1]})
+
+    def _relay_message(self, args: dict, kind: Kind, timeout: float | None) -> tuple[str, int]:
+        """Send ``args["payload"]`` to the actor (or a member of the pool)
+        ``args["name"]`` from alysctl; (the actor, the message id)."""
+        name = self._pool_member(args["name"])
         if name not in self.children:
             raise UnknownActor(f"no actor named {name!r}", actor=name)
-        # Requests to one actor are many at once by nature (its mailbox orders them),
+        # Messages to one actor are many at once by nature (its mailbox orders them),
         # and flow during a reload as every actor's do; but an operator's command
         # stopping or replacing it is not raced.
         self._refuse_if_busy([name], reload_too=False)
@@ -1317,11 +1326,11 @@ class Supervisor:
             raise ActorUnavailable(f"actor {name!r} is {child.state.value}", actor=name)
         relay = self._relay(name)
         mid = self.ids.next()
-        frame = zmq_bus.encode_envelope(Kind.ASK, mid, args.get("payload"),
+        frame = zmq_bus.encode_envelope(kind, mid, args.get("payload"),
                                         sender=zmq_bus.CTL_IDENTITY, target=name, timeout=timeout)
         zmq_bus.check_size(frame, self.config.system.max_message_bytes, target=name)
         relay.sock.send(frame, zmq.NOBLOCK)
-        relay.pending[mid] = PendingSend(answer, time.monotonic() + timeout, name)
+        return name, mid
 
     def _pool_member(self, name: str) -> str:
         """``name``, or for a pool the member whose turn it is (round robin)."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from pathlib import Path
 
 import pytest
 
-from alysd.testing import run_daemon, short_tempdir
+from alysd.testing import short_tempdir
 
 REPO = str(Path(__file__).resolve().parent.parent)  # so daemons can import tests.actors
 
@@ -57,8 +56,9 @@ def short_tmp():
 
 
 @pytest.fixture
-def start_daemon():
-    """``start_daemon(config, **kw)`` runs alysd for the rest of the test."""
-    with contextlib.ExitStack() as stack:
-        yield lambda config, **kw: stack.enter_context(
-            run_daemon(config, python_path=[REPO], **kw))
+def start_daemon(alysd_system):
+    """``start_daemon(config, **kw)`` runs alysd for the rest of the test: the
+    plugin's ``alysd_system`` (alysd.testing.plugin), under the name this
+    suite grew up with. The repository is the rootdir, so ``tests.actors``
+    imports in the daemons."""
+    return alysd_system

@@ -20,7 +20,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_runtime_never_imports_the_node():
-    for path in (ROOT / "alysd").glob("*.py"):
+    for path in (ROOT / "alysd").rglob("*.py"):
         assert not any(n == "actors" or n.startswith("actors.") for n in _imports(path)), path
 
 
@@ -32,6 +32,13 @@ def test_actors_use_only_the_public_runtime_api():
 
 
 def test_only_the_root_side_imports_psutil():
-    users = {p.name for p in (ROOT / "alysd").glob("*.py") if "psutil" in _imports(p)}
+    package = ROOT / "alysd"
+    users = {str(p.relative_to(package)) for p in package.rglob("*.py") if "psutil" in _imports(p)}
     # sampler reads resources; versions reports library versions; testing is for tests.
-    assert users <= {"sampler.py", "versions.py", "testing.py"}, users
+    assert users <= {"sampler.py", "versions.py", "testing/daemon.py"}, users
+
+
+def test_what_the_fork_server_preloads_for_tests_imports_nothing_heavy():
+    # alysd.testing.probe is an actor class: every process of a test tree has it.
+    heavy = {"hypothesis", "pytest", "psutil", "alysd.testing.property", "alysd.testing.plugin"}
+    assert not _imports(ROOT / "alysd" / "testing" / "probe.py") & heavy

@@ -29,7 +29,7 @@ from alysd.ctl import ControlClient
 from alysd.errors import AlysdError, NoDaemon
 from alysd.runtime_dir import RuntimeDir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005,
@@ -90,6 +90,32 @@ class RunningDaemon:
         """Send a request to an actor through the daemon and return its reply."""
         return self.call("send", {"name": name, "payload": payload, "timeout": timeout},
                          timeout=timeout + 5.0)
+
+    def send(self, name: str, payload: Any) -> int:
+        """Send a one-way message to an actor (from alysctl); its message id."""
+        return self.call("tell", {"name": name, "payload": payload})["message_id"]
+
+    def actor_pid(self, name: str) -> int | None:
+        """The pid of an actor's running incarnation (None when it has none)."""
+        return self.status()[name]["pid"]
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to an actor's process; returns the pid signalled.
+        Raises ``AlysdError`` when the actor has no running process."""
+        pid = self.actor_pid(name)
+        if pid is None:
+            raise AlysdError(f"actor {name!r} has no running process to signal")
+        os.kill(pid, sig)
+        return pid
+
+    def wait_until(self, predicate: Callable[[], Any], timeout: float = 10.0,
+                   message: str = "condition") -> Any:
+        """``wait_until``, failing at once (with alysd's log) if alysd exits meanwhile."""
+        def check():
+            if self.proc.poll() is not None:
+                raise AlysdError(f"alysd exited with {self.proc.returncode}:\n{self.log()}")
+            return predicate()
+        return wait_until(check, timeout, interval=0.01, message=message)
 
     def log(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
