@@ -200,3 +200,10 @@ def test_installed_console_script(daemon):
     out = subprocess.run(["alysctl", "--runtime-dir", daemon.rundir.path, "status", "--json"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and len(json.loads(out.stdout)) == 3
+
+
+def test_tell_sends_a_one_way_message_and_prints_its_id(daemon):
+    out = ctl(daemon, "tell", "b", '{"op": "echo", "v": 1}')
+    assert out.exit_code == 0 and int(out.output.strip()) > 0
+    assert ctl(daemon, "tell", "nobody", "1").exit_code == 1
+    assert ctl(daemon, "tell", "b", "{not json").exit_code == 2
