@@ -610,3 +610,35 @@ def format_filters(result: dict) -> str:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group("chaos")
+def chaos() -> None:
+    """Break a running tree on purpose, and check that it recovers (alysd.chaos)."""
+
+
+@chaos.command("run")
+@click.argument("scenario_path", metavar="SCENARIO.toml", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--seed", type=int, default=None, help="Seed of the random choices (targets).")
+@click.pass_obj
+def chaos_run(obj: dict, scenario_path: str, as_json: bool, seed: int | None) -> None:
+    """Run the faults of SCENARIO.toml against the daemon and report how it
+    recovered; exit 1 when an invariant failed (the report says which)."""
+    from alysd.chaos import format_report, parse_scenario
+    from alysd.chaos_run import run
+
+    with _exit_on_error("chaos run"):
+        try:
+            with open(scenario_path, encoding="utf-8") as src:
+                scenario = parse_scenario(src.read(), scenario_path)
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read it: {exc.strerror}",
+                                     param_hint="SCENARIO.toml") from None
+        report = run(scenario, obj["rundir"], seed=seed)
+    if as_json:
+        _echo_json(msgspec.to_builtins(report))
+    else:
+        click.echo(format_report(report))
+    if report.failures:
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,149 @@
+"""alysctl chaos run against real daemons: each fault kind applied and undone,
+the recovery measured, and each invariant failing when it should."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from click.testing import CliRunner
+
+from alysd.chaos import parse_scenario
+from alysd.chaos_run import run
+from alysd.ctl import main
+from tests.conftest import REPO
+
+TREE = f"{REPO}/conf/chaos/tree.toml"
+
+
+def chaos(daemon, path, *args):
+    return CliRunner().invoke(main, ["--runtime-dir", daemon.rundir.path, "chaos", "run",
+                                     str(path), *args], catch_exceptions=False)
+
+
+def scenario_file(short_tmp, text: str) -> str:
+    path = os.path.join(short_tmp, "scenario.toml")
+    with open(path, "w") as out:
+        out.write(text)
+    return path
+
+
+def test_kills_pauses_and_a_partition_are_survived_and_measured(start_daemon, short_tmp):
+    from pathlib import Path
+    d = start_daemon(Path(TREE))
+    before = d.status()
+    path = scenario_file(short_tmp, '''
+name = "mixed"
+duration = "2s"
+recover_within = "10s"
+[traffic]
+to = "echo"
+every = "20ms"
+[[faults]]
+kind = "kill"
+target = "chain_supervisor"
+every = "500ms"
+duration = "1s"
+[[faults]]
+kind = "kill"
+target = "sync"
+signal = "SIGTERM"
+at = "0.2s"
+[[faults]]
+kind = "pause"
+target = "network"
+at = "0.1s"
+duration = "1s"
+[[faults]]
+kind = "partition"
+groups = [["chain_supervisor"], ["network", "sync"]]
+at = "0.1s"
+duration = "1.5s"
+''')
+    out = chaos(d, path, "--json", "--seed", "7")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["failures"] == []
+    applied = report["faults_applied"]
+    assert sum(a.startswith("SIGKILL chain") or a.startswith("SIGKILL engine")
+               for a in applied) == 3
+    assert "SIGTERM sync" in applied and "SIGSTOP network for 1s" in applied
+    assert "SIGCONT network" in applied
+    assert any(a.startswith("partition ['chain', 'engine'] | ['network', 'sync']") and
+               "(8 filters)" in a for a in applied)
+    actors = report["actors"]
+    assert actors["chain"]["restarts"] + actors["engine"]["restarts"] == 3
+    assert actors["sync"]["restarts"] == 1 and actors["echo"]["restarts"] == 0
+    assert actors["chain"]["detected_s"] is not None and actors["echo"]["detected_s"] is None
+    assert report["requests"] > 10 and report["lost"] == 0
+    assert d.call("filter_list")["filters"] == []          # the partition was lifted
+    after = d.status()
+    assert after["echo"]["pid"] == before["echo"]["pid"]   # untouched
+    assert all(row["state"] == "running" for row in after.values())
+
+
+def test_requests_that_never_get_an_answer_fail_no_message_lost(start_daemon, short_tmp):
+    from pathlib import Path
+    d = start_daemon(Path(TREE))
+    # A black hole in front of echo: its messages are held past the requests' timeout.
+    path = scenario_file(short_tmp, '''
+name = "a black hole in front of echo"
+duration = "1s"
+[traffic]
+to = "echo"
+every = "50ms"
+timeout = "200ms"
+[[faults]]
+kind = "delay"
+to = "echo"
+delay = "5s"
+at = "0.1s"
+duration = "0.5s"
+''')
+    out = chaos(d, path)
+    assert out.exit_code == 1, out.output
+    assert "requests were lost (no reply, no error)" in out.output
+
+
+def test_dropped_messages_are_refusals_with_a_reason_not_losses(start_daemon, short_tmp):
+    from pathlib import Path
+    d = start_daemon(Path(TREE))
+    path = scenario_file(short_tmp, '''
+name = "echo's messages dropped"
+duration = "1s"
+[traffic]
+to = "echo"
+every = "50ms"
+[[faults]]
+kind = "drop"
+to = "echo"
+at = "0.1s"
+duration = "0.5s"
+''')
+    out = chaos(d, path, "--json")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["refused"]["dead-lettered filtered"] >= 5 and report["lost"] == 0
+    assert report["dead_letters"]["filtered"] == report["refused"]["dead-lettered filtered"]
+
+
+def test_an_actor_that_does_not_come_back_fails_recovery(start_daemon, short_tmp):
+    from tests.conftest import actor_toml, tree_toml
+    d = start_daemon(tree_toml(actor_toml("gone", "actors.examples:Echo", strategy="never"),
+                               actor_toml("stays", "actors.examples:Echo")))
+    scenario = parse_scenario('name = "one kill"\nduration = "0.5s"\nrecover_within = "1s"\n'
+                              '[[faults]]\nkind = "kill"\ntarget = "gone"\n')
+    report = run(scenario, d.rundir)
+    assert report.failures == ["not every actor was running and healthy within 1s of the last "
+                               "fault: gone"]
+    assert report.actors["gone"].recovered_s is None
+    assert report.actors["stays"].restarts == 0
+
+
+def test_a_bad_scenario_is_refused_before_anything_happens(start_daemon, short_tmp):
+    from pathlib import Path
+    d = start_daemon(Path(TREE))
+    path = scenario_file(short_tmp, 'duration = "1s"\n[[faults]]\nkind = "kill"\n')
+    out = CliRunner().invoke(main, ["--runtime-dir", d.rundir.path, "chaos", "run", path])
+    assert out.exit_code == 1 and "faults[0].target: a kill needs a target" in out.output
+    assert all(row["restarts"] == 0 for row in d.status().values())
