@@ -14,6 +14,7 @@ A scenario is TOML::
 
     [[faults]]
     kind = "kill"                 # kill | pause | partition | drop | delay | duplicate
+                                  # | memory | cpu | hang
     target = "random"             # an actor, a supervisor (any actor under it), or "random"
     at = "0s"                     # when it starts
     every = "200ms"               # kill: again this often...
@@ -25,6 +26,14 @@ A scenario is TOML::
     groups = [["chain_supervisor"], ["network_supervisor"]]
     at = "5s"
     duration = "10s"
+
+    [[faults]]
+    kind = "memory"               # memory | cpu | hang: the actor suffers it (needs
+    target = "engine"             # system.fault_injection = true in alysd's config)
+    mib = 600                     # memory: how much it allocates (and holds for duration)
+    gil = false                   # hang: true = wedged holding the GIL (heartbeats stop)
+    at = "20s"
+    duration = "5s"
 
     [[faults]]
     kind = "drop"                 # drop | delay | duplicate: a bus filter
@@ -64,9 +73,14 @@ class FaultKind(enum.Enum):
     DROP = "drop"
     DELAY = "delay"
     DUPLICATE = "duplicate"
+    MEMORY = "memory"       # the actor allocates `mib` MiB (system.fault_injection)
+    CPU = "cpu"             # the actor burns a core
+    HANG = "hang"           # the actor's loop stops serving (`gil`: holding the GIL)
 
 
 FILTER_FAULTS = (FaultKind.DROP, FaultKind.DELAY, FaultKind.DUPLICATE)
+INJECTED_FAULTS = (FaultKind.MEMORY, FaultKind.CPU, FaultKind.HANG)
+TARGETED_FAULTS = (FaultKind.KILL, FaultKind.PAUSE, *INJECTED_FAULTS)
 KILL_SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM}
 
 
@@ -84,6 +98,8 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True, rename={"sender": "from",
     type: str | None = None
     rate: float = 1.0
     delay: float | None = None
+    mib: int = 0                       # memory
+    gil: bool = False                  # hang
 
     @property
     def ends(self) -> float:
@@ -160,7 +176,7 @@ def check_scenario(scenario: Scenario) -> list[ConfigIssue]:
     issues = []
     for index, fault in enumerate(scenario.faults):
         path = f"faults[{index}]"
-        if fault.kind in (FaultKind.KILL, FaultKind.PAUSE) and not fault.target:
+        if fault.kind in TARGETED_FAULTS and not fault.target:
             issues.append(ConfigIssue(f"{path}.target", f"a {fault.kind.value} needs a target "
                                       "(an actor, a supervisor, or \"random\")"))
         if fault.kind is FaultKind.KILL and fault.signal not in KILL_SIGNALS:
@@ -169,6 +185,9 @@ def check_scenario(scenario: Scenario) -> list[ConfigIssue]:
         if fault.kind is FaultKind.PARTITION and len(fault.groups) != 2:
             issues.append(ConfigIssue(f"{path}.groups", "a partition needs two groups of "
                                       "actors or supervisors"))
+        if fault.kind is FaultKind.MEMORY and fault.mib <= 0:
+            issues.append(ConfigIssue(f"{path}.mib", "a memory fault needs how many MiB to "
+                                      "allocate"))
         if fault.kind in FILTER_FAULTS and not 0 < fault.rate <= 1:
             issues.append(ConfigIssue(f"{path}.rate", f"expected 0 < rate <= 1, got {fault.rate}"))
         if fault.kind is FaultKind.DELAY and not fault.delay:

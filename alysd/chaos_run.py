@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from alysd.chaos import (KILL_SIGNALS, ActorOutcome, Fault, FaultKind, Report,
+from alysd.chaos import (INJECTED_FAULTS, KILL_SIGNALS, ActorOutcome, Fault, FaultKind, Report,
                          Scenario, judge, kill_times, pick)
 from alysd.ctl import ControlClient
 from alysd.errors import AlysdError, NoDaemon, RemoteError
@@ -102,6 +102,8 @@ def _timeline(scenario: Scenario):
         if fault.kind is FaultKind.KILL:
             for when in kill_times(fault):
                 events.append((when, next(order), _kill(fault)))
+        elif fault.kind in INJECTED_FAULTS:
+            events.append((fault.at, next(order), _inject(fault)))
         elif fault.kind is FaultKind.PAUSE:
             holder: dict = {}
             events.append((fault.at, next(order), _pause(fault, holder)))
@@ -128,6 +130,20 @@ def _kill(fault: Fault):
         if not _signal(readings.last[name]["pid"], KILL_SIGNALS[fault.signal]):
             return [f"kill {name}: it was already gone"]
         return [f"{fault.signal} {name}"]
+    return action
+
+
+def _inject(fault: Fault):
+    def action(client, actors_under, readings, rng, filters):
+        name = pick(fault.target, actors_under, _running(readings), rng)
+        if name is None:
+            return [f"{fault.kind.value} {fault.target}: nothing running to strike"]
+        client.call("inject", {"name": name, "fault": fault.kind.value,
+                               "duration": fault.duration, "mib": fault.mib, "gil": fault.gil})
+        what = {FaultKind.MEMORY: f"allocates {fault.mib} MiB",
+                FaultKind.CPU: "burns a core",
+                FaultKind.HANG: "hangs" + (" holding the GIL" if fault.gil else "")}[fault.kind]
+        return [f"{name} {what} for {fault.duration:g}s"]
     return action
 
 

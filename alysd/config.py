@@ -136,7 +136,8 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     ``reload_timeout`` is how long a configuration reload may take before it
     is abandoned; ``watch_config`` reloads when the config file changes.
     ``control_group`` names the group whose members may use the read-only
-    control commands (None: the owner and root only). The
+    control commands (None: the owner and root only). ``fault_injection`` lets
+    ``alysctl chaos`` make actors allocate memory, burn CPU or hang. The
     log level is ``Config.logging.level`` (``log_level`` here is only accepted
     as its TOML alias).
     """
@@ -156,6 +157,7 @@ class SystemSpec(msgspec.Struct, frozen=True, kw_only=True):
     reload_timeout: float = 30.0
     watch_config: bool = False
     control_group: str | None = None
+    fault_injection: bool = False
 
 
 class MonitoringSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -401,6 +403,7 @@ _SYSTEM: Schema = {
     "health_timeout": duration,
     "reload_timeout": duration,
     "watch_config": boolean,
+    "fault_injection": boolean,
     "control_group": string("a group name"),
 }
 _MONITORING: Schema = {

@@ -66,6 +66,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "[keys]}, updated_live: {actor: [keys]}, supervisors, system, sections, seconds}; "
             "answers once the affected actors are healthy; CommandError when the new config is "
             "refused (nothing changed) or failed and was rolled back"),
+    Command("inject", True, "args {name, fault: memory|cpu|hang, duration, mib, gil} -> "
+            "{pid}: the actor suffers the fault (alysctl chaos); CommandError unless "
+            "system.fault_injection is true"),
     Command("version", False, "args {} -> versions of alysd and its libraries, daemon pid"),
     Command("dead_letters", False, "args {limit: int|None} -> {letters: [dead_letters.describe() "
             "of each, newest first], count, evicted, by_reason: {reason: total ever put}}"),

@@ -71,7 +71,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from alysd import filters, outbox_journal, permissions, zmq_bus
+from alysd import fault_injection, filters, outbox_journal, permissions, zmq_bus
 from alysd.actor import Actor, Health, overrides
 from alysd.actor_table import PROCESSING_BUCKETS, ActorTable
 from alysd.config import ActorSpec, Backpressure, Delivery, MailboxSpec
@@ -84,8 +84,8 @@ from alysd.exits import ExitCode
 from alysd.mailbox import Admission, Mailbox
 from alysd.protocol import (APPLIED, FAILED, NEEDS_RESTART, SYSTEM_MAIL, ActorBoot, Directory,
                             FilterHits, Filters, FilterRule, Go, HealthProbe, HealthReport, Hello,
-                            Peer, PreserveOnStop, Ready, Reconfigure, Reconfigured, Subscribe,
-                            Subscribers, Topology)
+                            Inject, Peer, PreserveOnStop, Ready, Reconfigure, Reconfigured,
+                            Subscribe, Subscribers, Topology)
 from alysd.reload import Treatment, changed_fields, treatment_of
 from alysd.system_channel import ActorLink
 from alysd.runtime_dir import RuntimeDir
@@ -481,6 +481,10 @@ class ActorProcess:
             self.rules = tuple(msg.rules)
         elif isinstance(msg, Subscribers):
             self.courier.use_run_time_subscribers(msg.table)
+        elif isinstance(msg, Inject):
+            self.log.warning("suffers an injected fault: %s for %gs%s", msg.fault, msg.duration,
+                             f" ({msg.mib} MiB)" if msg.mib else "")
+            fault_injection.suffer(msg)
 
     # --- a reload ------------------------------------------------------------------------
 

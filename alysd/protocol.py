@@ -18,6 +18,7 @@ System channel (a unix SOCK_SEQPACKET connection per actor to the root's
     root  → actor  PreserveOnStop  on the next orderly stop, write ``preserve_state()`` here
     root  → actor  Topology   who can be messaged changed (reload: actors added, removed,
                               mailboxes resized, pools and subscriptions changed)
+    root  → actor  Inject     a fault to suffer: memory, cpu or hang (alysctl chaos)
 
 The root follows every root → actor message with SIGUSR1 (``SYSTEM_MAIL``), which
 breaks an idle actor's blocking receive so it reads the channel at once; a
@@ -112,6 +113,18 @@ class Subscribers(msgspec.Struct, tag=True, array_like=True):
     configured ones."""
 
     table: dict[str, tuple[str, ...]]
+
+
+class Inject(msgspec.Struct, tag=True, array_like=True):
+    """A fault to suffer (``alysctl chaos``, with ``system.fault_injection``):
+    ``memory`` (allocate ``mib`` MiB, held for ``duration``), ``cpu`` (burn a
+    core for ``duration``) or ``hang`` (the loop stops serving for
+    ``duration``; with ``gil``, holding the GIL, so even the heartbeat stops)."""
+
+    fault: str
+    duration: float
+    mib: int = 0
+    gil: bool = False
 
 
 class Reconfigure(msgspec.Struct, tag=True, array_like=True):
@@ -253,7 +266,7 @@ class Topology(msgspec.Struct, tag=True, array_like=True, frozen=True):
 
 
 SystemMessage = (Hello | Go | Ready | HealthProbe | HealthReport | FilterHits | Subscribe | Filters
-                 | Subscribers | Reconfigure | Reconfigured | PreserveOnStop | Topology)
+                 | Subscribers | Reconfigure | Reconfigured | PreserveOnStop | Topology | Inject)
 
 
 class Preloaded(msgspec.Struct, tag=True, array_like=True):

@@ -68,7 +68,7 @@ from alysd.process import become_subreaper, raise_fd_limit, reap_exited, signal_
 from alysd.monitoring import ActorSnapshot, MonitoringServer, SnapshotExchange, SystemSnapshot
 from alysd.poll import EventPoller
 from alysd.protocol import (ActorBoot, CheckImports, Directory, Exited, FilterHits, Go,
-                            HealthProbe, HealthReport, Hello, ImportsChecked, Preloaded,
+                            HealthProbe, HealthReport, Hello, ImportsChecked, Inject, Preloaded,
                             PreserveOnStop, Ready, Reconfigure, Reconfigured, Spawn, Spawned,
                             SpawnFailed, Subscribe, Topology, system_encoder)
 from alysd.reload import (SETTLED, WAITING, Awaited, Awaiting, Facts, ReloadPlan, Treatment,
@@ -1307,6 +1307,31 @@ class Supervisor:
         timeout = float(args.get("timeout", 5.0))
         name, mid = self._relay_message(args, Kind.ASK, timeout)
         self.relays[name].pending[mid] = PendingSend(answer, time.monotonic() + timeout, name)
+
+    def cmd_inject(self, args: dict, answer) -> None:
+        if not self.config.system.fault_injection:
+            raise CommandError("fault injection is off: set system.fault_injection = true "
+                               "(never on a node that matters)")
+        name = args["name"]
+        if name not in self.children:
+            raise UnknownActor(f"no actor named {name!r}", actor=name)
+        self._refuse_if_busy([name], reload_too=False)
+        child = self.children[name]
+        if child.state != State.RUNNING or child.conn is None:
+            raise ActorUnavailable(f"actor {name!r} is {child.state.value}", actor=name)
+        kind, duration = args.get("fault"), args.get("duration")
+        mib, gil = args.get("mib", 0), args.get("gil", False)
+        if (kind not in ("memory", "cpu", "hang") or isinstance(duration, bool)
+                or not isinstance(duration, (int, float)) or duration <= 0
+                or isinstance(mib, bool) or not isinstance(mib, int) or mib < 0
+                or not isinstance(gil, bool)):
+            raise CommandError("inject: expected fault memory|cpu|hang, a positive duration "
+                               "(s), mib >= 0 and gil true|false")
+        fault = Inject(kind, float(duration), mib, gil)
+        log.warning("control: actor %s is made to suffer %s for %gs", name, fault.fault,
+                    fault.duration)
+        deliver(self._recipient(child), [fault])
+        answer(True, {"pid": child.pid})
 
     def cmd_tell(self, args: dict, answer) -> None:
         answer(True, {"message_id": self._relay_message(args, Kind.TELL, None)[1]})

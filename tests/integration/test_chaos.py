@@ -147,3 +147,90 @@ def test_a_bad_scenario_is_refused_before_anything_happens(start_daemon, short_t
     out = CliRunner().invoke(main, ["--runtime-dir", d.rundir.path, "chaos", "run", path])
     assert out.exit_code == 1 and "faults[0].target: a kill needs a target" in out.output
     assert all(row["restarts"] == 0 for row in d.status().values())
+
+
+INJECTABLE = '''
+[system]
+fault_injection = true
+sample_interval = "100ms"
+heartbeat_interval = "200ms"
+health_interval = "200ms"
+health_timeout = "150ms"
+
+[supervisors.root]
+strategy = "one_for_one"
+max_retries = 100
+within_time = "1s"
+
+[actors.leaky]
+supervisor = "root"
+class = "actors.examples:Echo"
+memory_limit = "150MiB"
+
+[actors.spinner]
+supervisor = "root"
+class = "actors.examples:Echo"
+cpu_limit = 0.3
+cpu_window = "1s"
+
+[actors.wedged]
+supervisor = "root"
+class = "actors.examples:Echo"
+
+[actors.stuck]
+supervisor = "root"
+class = "actors.examples:Echo"
+'''
+
+
+def test_injected_faults_are_acted_on_as_the_real_ones(start_daemon, short_tmp):
+    d = start_daemon(INJECTABLE)
+    path = scenario_file(short_tmp, '''
+name = "injected"
+duration = "4s"
+recover_within = "10s"
+[[faults]]
+kind = "memory"
+target = "leaky"
+mib = 400
+duration = "4s"
+[[faults]]
+kind = "cpu"
+target = "spinner"
+duration = "4s"
+[[faults]]
+kind = "hang"
+target = "wedged"
+gil = true
+duration = "3s"
+[[faults]]
+kind = "hang"
+target = "stuck"
+at = "0.5s"
+duration = "1s"
+''')
+    out = chaos(d, path, "--json")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert sorted(report["faults_applied"]) == [
+        "leaky allocates 400 MiB for 4s", "spinner burns a core for 4s",
+        "stuck hangs for 1s", "wedged hangs holding the GIL for 3s"]
+    rows = d.status()
+    # Each killed for what it did, by the root, and restarted; the one that only
+    # stopped answering for a while was left alone.
+    assert rows["leaky"]["last_exit"]["reason"] == "memory_limit"
+    assert rows["spinner"]["last_exit"]["reason"] == "cpu_limit"
+    assert rows["wedged"]["last_exit"]["reason"] == "hung"
+    assert report["actors"]["stuck"]["restarts"] == 0
+    assert report["actors"]["stuck"]["detected_s"] is None
+    assert all(report["actors"][n]["restarts"] >= 1 for n in ("leaky", "spinner", "wedged"))
+
+
+def test_injection_is_refused_unless_the_config_allows_it(start_daemon, short_tmp):
+    from tests.conftest import actor_toml, tree_toml
+    d = start_daemon(tree_toml(actor_toml("a", "actors.examples:Echo")))
+    path = scenario_file(short_tmp, 'duration = "1s"\n[[faults]]\nkind = "memory"\n'
+                                    'target = "a"\nmib = 10\nduration = "1s"\n')
+    out = CliRunner().invoke(main, ["--runtime-dir", d.rundir.path, "chaos", "run", path])
+    assert out.exit_code == 1 and "fault injection is off" in out.output
+    assert d.status()["a"]["restarts"] == 0

@@ -137,7 +137,8 @@ def test_the_report_reads_as_a_table_and_says_what_failed():
     assert format_report(report()).endswith("passed")
 
 
-@pytest.mark.parametrize("name", ["random-kills.toml", "partition.toml"])
+@pytest.mark.parametrize("name", ["random-kills.toml", "partition.toml", "memory-leak.toml",
+                                  "hung-handler.toml"])
 def test_the_shipped_scenarios_parse(name):
     from tests.conftest import REPO
     with open(f"{REPO}/conf/chaos/{name}") as src:

@@ -49,7 +49,8 @@ def test_only_read_only_commands_are_open_to_the_group():
     assert all(may_run(Role.OWNER, c) for c in COMMANDS.values())
 
 
-@pytest.mark.parametrize("name", ["restart", "stop", "start", "reset", "send", "tell", "reload",
+@pytest.mark.parametrize("name", ["restart", "stop", "start", "reset", "send", "tell", "inject",
+                                  "reload",
                                   "dead_letters_replay", "dead_letters_purge", "filter_add",
                                   "filter_remove"])
 def test_every_command_that_changes_the_node_is_marked_mutating(name):

@@ -78,13 +78,13 @@ def test_ctl_reply_with_error_gives_the_typed_exception(exc, cls, text):
 
 def test_every_command_is_documented():
     assert set(COMMANDS) == {"status", "tree", "restart", "stop", "start", "reset", "send",
-                             "tell", "version", "dead_letters", "dead_letters_replay",
+                             "tell", "inject", "version", "dead_letters", "dead_letters_replay",
                              "dead_letters_purge", "filter_add", "filter_list", "filter_remove",
                              "reload"}
     for name, cmd in COMMANDS.items():
         assert cmd.name == name and cmd.doc
     assert {n for n, c in COMMANDS.items() if c.mutating} == {
-        "restart", "stop", "start", "reset", "send", "tell", "dead_letters_replay",
+        "restart", "stop", "start", "reset", "send", "tell", "inject", "dead_letters_replay",
         "dead_letters_purge", "filter_add", "filter_remove", "reload"}
 
 
