@@ -14,7 +14,7 @@ A scenario is TOML::
 
     [[faults]]
     kind = "kill"                 # kill | pause | partition | drop | delay | duplicate
-                                  # | memory | cpu | hang
+                                  # | memory | cpu | hang | slow_endpoint
     target = "random"             # an actor, a supervisor (any actor under it), or "random"
     at = "0s"                     # when it starts
     every = "200ms"               # kill: again this often...
@@ -34,6 +34,14 @@ A scenario is TOML::
     gil = false                   # hang: true = wedged holding the GIL (heartbeats stop)
     at = "20s"
     duration = "5s"
+
+    [[faults]]
+    kind = "slow_endpoint"        # an external endpoint (the engine API, bitcoind) answers
+    listen = "127.0.0.1:18551"    #   late: a proxy at `listen` in front of `upstream`, which
+    upstream = "127.0.0.1:8551"   #   the actor is configured to reach through `listen`;
+    delay = "2s"                  #   each response chunk held `delay` during the fault
+    at = "30s"
+    duration = "10s"
 
     [[faults]]
     kind = "drop"                 # drop | delay | duplicate: a bus filter
@@ -61,7 +69,7 @@ from typing import Any
 
 import msgspec
 
-from alysd.config_checks import key_path
+from alysd.config_checks import key_path, listen
 from alysd.errors import ConfigError, ConfigIssue
 from alysd.units import parse_duration
 
@@ -76,6 +84,7 @@ class FaultKind(enum.Enum):
     MEMORY = "memory"       # the actor allocates `mib` MiB (system.fault_injection)
     CPU = "cpu"             # the actor burns a core
     HANG = "hang"           # the actor's loop stops serving (`gil`: holding the GIL)
+    SLOW_ENDPOINT = "slow_endpoint"   # responses of an external endpoint held `delay`
 
 
 FILTER_FAULTS = (FaultKind.DROP, FaultKind.DELAY, FaultKind.DUPLICATE)
@@ -100,6 +109,8 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True, rename={"sender": "from",
     delay: float | None = None
     mib: int = 0                       # memory
     gil: bool = False                  # hang
+    listen: tuple[str, int] | None = None     # slow_endpoint: the proxy's address...
+    upstream: tuple[str, int] | None = None   # ...in front of the endpoint's
 
     @property
     def ends(self) -> float:
@@ -128,15 +139,26 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _DURATIONS = {"duration", "recover_within", "at", "every", "delay", "timeout"}
+_ADDRESSES = {"listen", "upstream"}
 
 
 def _durations(value: Any, path: tuple, issues: list[ConfigIssue]) -> Any:
     """The document with durations ("200ms") turned into seconds."""
     if isinstance(value, dict):
         return {k: (_duration(v, (*path, k), issues) if k in _DURATIONS
+                    else _address(v, (*path, k), issues) if k in _ADDRESSES
                     else _durations(v, (*path, k), issues)) for k, v in value.items()}
     if isinstance(value, list):
         return [_durations(v, (*path, i), issues) for i, v in enumerate(value)]
+    return value
+
+
+def _address(value: Any, path: tuple, issues: list[ConfigIssue]) -> Any:
+    if isinstance(value, str):
+        try:
+            return list(listen(value))
+        except ValueError as exc:
+            issues.append(ConfigIssue(key_path(*path), str(exc)))
     return value
 
 
@@ -190,6 +212,9 @@ def check_scenario(scenario: Scenario) -> list[ConfigIssue]:
                                       "allocate"))
         if fault.kind in FILTER_FAULTS and not 0 < fault.rate <= 1:
             issues.append(ConfigIssue(f"{path}.rate", f"expected 0 < rate <= 1, got {fault.rate}"))
+        if fault.kind is FaultKind.SLOW_ENDPOINT and not (fault.listen and fault.upstream
+                                                           and fault.delay):
+            issues.append(ConfigIssue(path, "a slow_endpoint needs listen, upstream and delay"))
         if fault.kind is FaultKind.DELAY and not fault.delay:
             issues.append(ConfigIssue(f"{path}.delay", "a delay fault needs its delay"))
         if fault.kind is not FaultKind.KILL and fault.duration <= 0:

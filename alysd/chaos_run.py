@@ -7,6 +7,11 @@ through the control socket and removed when they end (and in every case
 before it returns). Meanwhile a monitor reads ``status`` every 20 ms, and the
 traffic, if any, sends one request at a time through the control socket.
 
+A ``slow_endpoint`` fault puts a TCP proxy (``alysd.chaos_proxy``) at its
+``listen`` address for the whole run, in front of ``upstream``; during the
+fault it holds each response ``delay``. The actor must be configured to reach
+the endpoint through that address.
+
 What it measures per actor: restarts during the run; ``detected_s``, from
 the first fault to the first reading that shows the actor not running (or
 with a new pid); ``recovered_s``, from the end of the last fault to the
@@ -29,6 +34,7 @@ from dataclasses import dataclass, field
 
 from alysd.chaos import (INJECTED_FAULTS, KILL_SIGNALS, ActorOutcome, Fault, FaultKind, Report,
                          Scenario, judge, kill_times, pick)
+from alysd.chaos_proxy import EndpointProxy
 from alysd.ctl import ControlClient
 from alysd.errors import AlysdError, NoDaemon, RemoteError
 from alysd.runtime_dir import RuntimeDir
@@ -62,6 +68,11 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
     filters: list[int] = []
     stop = threading.Event()
     traffic = _TrafficCounts()
+    # Proxies stand for the whole run, so connections through them outlive the fault.
+    proxies = {id(f): EndpointProxy(f.listen, f.upstream, f.delay) for f in scenario.faults
+               if f.kind is FaultKind.SLOW_ENDPOINT}
+    for proxy in proxies.values():
+        proxy.start()
     start = time.monotonic()
     threads = [threading.Thread(target=_monitor, args=(rundir, readings, stop), daemon=True)]
     if scenario.traffic is not None:
@@ -70,7 +81,7 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
     for thread in threads:
         thread.start()
     try:
-        for when, action in _timeline(scenario):
+        for when, action in _timeline(scenario, proxies):
             _sleep_until(start + when, stop)
             applied += action(client, actors_under, readings, rng, filters)
         _sleep_until(start + scenario.duration, stop)
@@ -87,6 +98,8 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
         stop.set()
         for thread in threads:
             thread.join(10)
+        for proxy in proxies.values():
+            proxy.close()
     letters_after = client.call("dead_letters", {"limit": 0})["by_reason"]
     report = _report(scenario, readings, start, applied, traffic, letters_before, letters_after)
     report.failures = judge(scenario, report)
@@ -95,11 +108,14 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
 
 # --- the timeline ---------------------------------------------------------------------
 
-def _timeline(scenario: Scenario):
+def _timeline(scenario: Scenario, proxies: dict[int, EndpointProxy]):
     """(seconds from the start, action), in time order."""
     events, order = [], itertools.count()
     for fault in scenario.faults:
-        if fault.kind is FaultKind.KILL:
+        if fault.kind is FaultKind.SLOW_ENDPOINT:
+            events.append((fault.at, next(order), _slow(fault, proxies[id(fault)], True)))
+            events.append((fault.ends, next(order), _slow(fault, proxies[id(fault)], False)))
+        elif fault.kind is FaultKind.KILL:
             for when in kill_times(fault):
                 events.append((when, next(order), _kill(fault)))
         elif fault.kind in INJECTED_FAULTS:
@@ -130,6 +146,18 @@ def _kill(fault: Fault):
         if not _signal(readings.last[name]["pid"], KILL_SIGNALS[fault.signal]):
             return [f"kill {name}: it was already gone"]
         return [f"{fault.signal} {name}"]
+    return action
+
+
+def _slow(fault: Fault, proxy: EndpointProxy, on: bool):
+    def action(client, actors_under, readings, rng, filters):
+        where = f"{fault.listen[0]}:{fault.listen[1]} -> {fault.upstream[0]}:{fault.upstream[1]}"
+        if on:
+            proxy.slowed.set()
+            return [f"slow endpoint {where}: responses held {fault.delay:g}s for "
+                    f"{fault.duration:g}s"]
+        proxy.slowed.clear()
+        return [f"slow endpoint {where}: {proxy.delayed} responses held"]
     return action
 
 

@@ -404,3 +404,13 @@ class RemoteSender(Actor):
         ctx.send("link", Remote(node=m["node"], to=m["to"], message=m["message"],
                                 sensitive=m.get("sensitive", False)))
         return "sent"
+
+
+class Fetcher(Actor):
+    """Answers each request with the body of an HTTP GET of ``config["url"]``
+    (an external endpoint, for the chaos engine's slow_endpoint fault)."""
+
+    def handle_message(self, m, ctx):
+        import urllib.request
+        with urllib.request.urlopen(ctx.config["url"], timeout=10) as response:
+            return response.read().decode()

@@ -234,3 +234,57 @@ def test_injection_is_refused_unless_the_config_allows_it(start_daemon, short_tm
     out = CliRunner().invoke(main, ["--runtime-dir", d.rundir.path, "chaos", "run", path])
     assert out.exit_code == 1 and "fault injection is off" in out.output
     assert d.status()["a"]["restarts"] == 0
+
+
+def test_a_slow_endpoint_holds_responses_and_shows_in_the_requests(start_daemon, short_tmp):
+    import http.server
+    import threading
+
+    from tests.conftest import actor_toml, tree_toml
+    from tests.integration.test_host_link import free_port
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    proxy = free_port()
+    try:
+        d = start_daemon(tree_toml(actor_toml("fetcher", "tests.actors:Fetcher",
+                                              config={"url": f"http://127.0.0.1:{proxy}/"})))
+
+        def scenario(timeout: str) -> dict:
+            path = scenario_file(short_tmp, f'''
+name = "slow upstream"
+duration = "1.5s"
+[traffic]
+to = "fetcher"
+every = "50ms"
+timeout = "{timeout}"
+[[faults]]
+kind = "slow_endpoint"
+listen = "127.0.0.1:{proxy}"
+upstream = "127.0.0.1:{upstream.server_address[1]}"
+delay = "400ms"
+at = "0.3s"
+duration = "0.8s"
+''')
+            return json.loads(chaos(d, path, "--json").output)
+
+        patient = scenario("3s")          # waits out the delay: slow, but nothing lost
+        assert patient["failures"] == [] and patient["lost"] == 0
+        assert patient["answered"] == patient["requests"] > 5
+        held = patient["faults_applied"][-1]
+        assert held.startswith("slow endpoint 127.0.0.1:") and int(held.split()[-3]) > 0
+        hasty = scenario("200ms")         # gives up sooner than the endpoint answers
+        assert hasty["lost"] > 0
+        assert any("requests were lost" in failure for failure in hasty["failures"])
+    finally:
+        upstream.shutdown()
