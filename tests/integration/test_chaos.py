@@ -288,3 +288,34 @@ duration = "0.8s"
         assert any("requests were lost" in failure for failure in hasty["failures"])
     finally:
         upstream.shutdown()
+
+
+def test_duplicated_messages_arrive_twice_and_too_many_restarts_fail(start_daemon, short_tmp):
+    from tests.conftest import actor_toml, tree_toml
+    d = start_daemon(tree_toml(actor_toml("counter", "actors.examples:Counter"),
+                               actor_toml("victim", "actors.examples:Echo"),
+                               max_retries=100, within_time="1s"))
+    path = scenario_file(short_tmp, '''
+name = "twice, and a restart budget"
+duration = "1s"
+max_restarts = 1
+[traffic]
+to = "counter"
+every = "50ms"
+message = 1
+[[faults]]
+kind = "duplicate"
+to = "counter"
+duration = "1s"
+[[faults]]
+kind = "kill"
+target = "victim"
+every = "300ms"
+duration = "0.6s"
+''')
+    out = chaos(d, path, "--json")
+    assert out.exit_code == 1
+    report = json.loads(out.output)
+    assert report["failures"] == ["3 restarts, over max_restarts = 1"]
+    count = d.request("counter", {"op": "get"})
+    assert count > report["answered"]          # each request handled twice
