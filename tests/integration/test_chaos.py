@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from alysd.chaos import parse_scenario
 from alysd.chaos_run import run
 from alysd.ctl import main
-from tests.conftest import REPO
+from tests.conftest import REPO, actor_toml, tree_toml
 
 TREE = f"{REPO}/conf/chaos/tree.toml"
 
@@ -29,7 +30,6 @@ def scenario_file(short_tmp, text: str) -> str:
 
 
 def test_kills_pauses_and_a_partition_are_survived_and_measured(start_daemon, short_tmp):
-    from pathlib import Path
     d = start_daemon(Path(TREE))
     before = d.status()
     path = scenario_file(short_tmp, '''
@@ -83,7 +83,6 @@ duration = "1.5s"
 
 
 def test_requests_that_never_get_an_answer_fail_no_message_lost(start_daemon, short_tmp):
-    from pathlib import Path
     d = start_daemon(Path(TREE))
     # A black hole in front of echo: its messages are held past the requests' timeout.
     path = scenario_file(short_tmp, '''
@@ -106,7 +105,6 @@ duration = "0.5s"
 
 
 def test_dropped_messages_are_refusals_with_a_reason_not_losses(start_daemon, short_tmp):
-    from pathlib import Path
     d = start_daemon(Path(TREE))
     path = scenario_file(short_tmp, '''
 name = "echo's messages dropped"
@@ -128,7 +126,6 @@ duration = "0.5s"
 
 
 def test_an_actor_that_does_not_come_back_fails_recovery(start_daemon, short_tmp):
-    from tests.conftest import actor_toml, tree_toml
     d = start_daemon(tree_toml(actor_toml("gone", "actors.examples:Echo", strategy="never"),
                                actor_toml("stays", "actors.examples:Echo")))
     scenario = parse_scenario('name = "one kill"\nduration = "0.5s"\nrecover_within = "1s"\n'
@@ -141,7 +138,6 @@ def test_an_actor_that_does_not_come_back_fails_recovery(start_daemon, short_tmp
 
 
 def test_a_bad_scenario_is_refused_before_anything_happens(start_daemon, short_tmp):
-    from pathlib import Path
     d = start_daemon(Path(TREE))
     path = scenario_file(short_tmp, 'duration = "1s"\n[[faults]]\nkind = "kill"\n')
     out = CliRunner().invoke(main, ["--runtime-dir", d.rundir.path, "chaos", "run", path])
@@ -227,7 +223,6 @@ duration = "1s"
 
 
 def test_injection_is_refused_unless_the_config_allows_it(start_daemon, short_tmp):
-    from tests.conftest import actor_toml, tree_toml
     d = start_daemon(tree_toml(actor_toml("a", "actors.examples:Echo")))
     path = scenario_file(short_tmp, 'duration = "1s"\n[[faults]]\nkind = "memory"\n'
                                     'target = "a"\nmib = 10\nduration = "1s"\n')
@@ -240,7 +235,6 @@ def test_a_slow_endpoint_holds_responses_and_shows_in_the_requests(start_daemon,
     import http.server
     import threading
 
-    from tests.conftest import actor_toml, tree_toml
     from tests.integration.test_host_link import free_port
 
     class Ok(http.server.BaseHTTPRequestHandler):
@@ -291,7 +285,6 @@ duration = "0.8s"
 
 
 def test_duplicated_messages_arrive_twice_and_too_many_restarts_fail(start_daemon, short_tmp):
-    from tests.conftest import actor_toml, tree_toml
     d = start_daemon(tree_toml(actor_toml("counter", "actors.examples:Counter"),
                                actor_toml("victim", "actors.examples:Echo"),
                                max_retries=100, within_time="1s"))
