@@ -2,7 +2,7 @@
 
 import pytest
 
-from alysd.host_link import INITIAL_RTO, MAX_RTO, MIN_RTO, RetransmitTimer
+from alysd.link_transport import INITIAL_RTO, MAX_RTO, MIN_RTO, RetransmitTimer
 
 
 def test_before_any_sample_it_waits_the_initial_timeout():
