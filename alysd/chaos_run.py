@@ -46,7 +46,6 @@ MONITOR_INTERVAL = 0.02
 class _Readings:
     """What the monitor saw, per actor."""
 
-    first_pid: dict[str, int | None]
     first_restarts: dict[str, int]
     down_at: dict[str, float] = field(default_factory=dict)
     up_at: dict[str, float] = field(default_factory=dict)
@@ -60,8 +59,7 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
     tree = client.call("tree")
     actors_under = _actors_under(tree)
     letters_before = client.call("dead_letters", {"limit": 0})["by_reason"]
-    readings = _Readings({n: r["pid"] for n, r in rows.items()},
-                         {n: r["restarts"] for n, r in rows.items()})
+    readings = _Readings({n: r["restarts"] for n, r in rows.items()})
     _observe(readings, rows, time.monotonic())   # faults at 0s strike what runs now
     rng = random.Random(seed)
     applied: list[str] = []
@@ -87,7 +85,7 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
         _sleep_until(start + scenario.duration, stop)
         faults_end = start + scenario.faults_end
         deadline = max(time.monotonic(), faults_end) + scenario.recover_within
-        while time.monotonic() < deadline and not _all_recovered(readings, faults_end):
+        while time.monotonic() < deadline and not _all_recovered(readings):
             time.sleep(MONITOR_INTERVAL)
     finally:
         for rule in filters:
@@ -287,7 +285,7 @@ def _observe(readings: _Readings, rows: dict[str, dict], now: float) -> None:
         readings.last[name] = row
 
 
-def _all_recovered(readings: _Readings, faults_end: float) -> bool:
+def _all_recovered(readings: _Readings) -> bool:
     return bool(readings.last) and all(
         row["state"] == "running" and row["health"] != "unhealthy"
         and name in readings.up_at for name, row in readings.last.items())
