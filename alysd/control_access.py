@@ -53,6 +53,7 @@ ZAP_DOMAIN = "alysd-control"
 domain is set."""
 ZAP_VERSION = b"1.0"
 GROUP_KEY = "system.control_group"
+AUDIT = "audit"     # the event of an audit line: never held back as a repeat (alysd.log_format)
 GROUPS_TTL = 60.0   # seconds a uid's groups, as the databases gave them, are used again
 
 
@@ -363,7 +364,8 @@ class ControlGate:
             if command.mutating:
                 self.logger.info("control: uid %d (%s) runs %s%s", caller.uid,
                                  caller.role.value, command.name,
-                                 f" {target}" if target is not None else "")
+                                 f" {target}" if target is not None else "",
+                                 extra={"event": AUDIT})
             return None
         self.refused_commands += 1
         why = command_refusal(self.policy, caller, command)

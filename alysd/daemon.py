@@ -30,6 +30,7 @@ from alysd.config_layers import (DEFAULT, FILE, ConfigSources, discover, load_co
                                  render_text)
 from alysd.control_access import resolve_group
 from alysd.errors import ConfigError, ConfigIssue, RuntimeDirError
+from alysd import log_format
 from alysd.key_files import check_secret_files
 from alysd.process import set_title
 from alysd.runtime_dir import ENV_VAR, RuntimeDir, default_runtime_dir
@@ -38,7 +39,6 @@ from alysd.state_dir import StateDirError, default_state_dir
 from alysd.supervisor import ExitStatus, Supervisor
 from alysd.versions import version_info
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 CHECK_FAILED = 1
 
 
@@ -111,8 +111,7 @@ def main(ctx: click.Context, config_path: str | None, dev: bool, overrides: tupl
         click.echo(f"alysd: {exc}", err=True)
         sys.exit(ExitStatus.CONFIG)
     config = layered.config
-    logging.basicConfig(level=(log_level or config.logging.level).upper(),
-                        format=LOG_FORMAT, stream=sys.stderr)
+    log_format.configure(log_level or config.logging.level, config.logging.format)
     log = logging.getLogger("alysd")
     log.info("config: %s, environment %s", config.source, config.environment.value)
     for path, origin in layered.origins.items():

@@ -45,6 +45,16 @@ class LogThrottle:
         window.logged += 1
         return left_out
 
+    def forget_quiet(self) -> None:
+        """Drop the windows that are over and held nothing back (keys that come
+        and go, such as formatted messages, would otherwise pile up)."""
+        now = self.clock()
+        self._windows = {key: w for key, w in self._windows.items()
+                         if w.suppressed or now - w.start < self.per}
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
     def pending(self) -> Iterator[tuple[str, int]]:
         """(key, lines suppressed) not reported yet; each is reported once."""
         for key, window in self._windows.items():

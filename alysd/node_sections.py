@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from alysd.config import Config
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 BITCOIN_NETWORKS = ("regtest", "testnet", "signet", "mainnet")
 NODE_SECTIONS = ("chain", "network", "bridge", "storage", "governance", "sync")
 """The sections an actor may list in ``uses`` (and then reads as ``ctx.settings``)."""
@@ -153,9 +154,11 @@ class SyncSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LoggingSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """The daemon's logging (``alysd --log-level`` overrides ``level``)."""
+    """The daemon's logging (``alysd --log-level`` overrides ``level``); ``format``
+    is ``text`` or ``json`` (one object per line; ``alysd.log_format``)."""
 
     level: str = "info"
+    format: str = "text"
 
 
 # --- key checkers specific to the node
@@ -307,6 +310,7 @@ SYNC: Schema = {
 }
 LOGGING: Schema = {
     "level": choice(LOG_LEVELS),
+    "format": choice(LOG_FORMATS),
 }
 
 SECRET_KEYS = frozenset({"bitcoin_rpc_password"})

@@ -71,7 +71,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from alysd import fault_injection, filters, outbox_journal, permissions, zmq_bus
+from alysd import fault_injection, filters, log_format, outbox_journal, permissions, zmq_bus
 from alysd.actor import Actor, Health, overrides
 from alysd.actor_table import PROCESSING_BUCKETS, ActorTable
 from alysd.config import ActorSpec, Backpressure, Delivery, MailboxSpec
@@ -917,7 +917,8 @@ class ActorProcess:
         self.errors += 1
         self.log.error("handler failed on message %d from %s:\n%s", env.message_id,
                        env.metadata.from_actor,
-                       "".join(traceback.format_exception(exc)).rstrip())
+                       "".join(traceback.format_exception(exc)).rstrip(),
+                       extra={"event": "handler_failed", "message_id": env.message_id})
 
     def _handle_batch(self, first: tuple) -> None:
         """Gather one-way messages into a list of up to ``max_batch`` (waiting up
@@ -1134,6 +1135,7 @@ def run_actor(boot: ActorBoot, directory: Directory, table: ActorTable, actor_cl
     ``endpoints`` are this process's own sockets when a warm spare opened them
     ahead of time (never a context inherited across fork).
     """
+    log_format.set_context(boot.spec.name, boot.incarnation)
     log = logging.getLogger(f"alysd.actor.{boot.spec.name}")
     try:
         return ActorProcess(boot, directory, table, actor_cls).run(endpoints)

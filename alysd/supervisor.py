@@ -698,7 +698,9 @@ class Supervisor:
                     f"row on that message)" if doing else "idle")
         log.error("crash report: actor %s (supervisor %s) pid %s incarnation %d exited: %s; "
                   "it was %s; decision: %s", child.name, child.spec.supervisor, exit.pid,
-                  child.incarnation, _describe(exit), handling, decision)
+                  child.incarnation, _describe(exit), handling, decision,
+                  extra={"event": "crash_report",
+                         "message_id": doing.message_id if doing else None})
 
     def _supervisors_under(self, sup: str) -> list[str]:
         """``sup`` and every supervisor below it."""

@@ -85,6 +85,7 @@ watch_config = true
 
 [logging]
 level = "warning"
+format = "json"
 
 [chain]
 chain_id = 727272
@@ -160,7 +161,7 @@ def test_every_key_decodes():
     config = parse_config(FULL)
     assert config.environment is Environment.STAGING
     assert config.system == SystemSpec(reload_timeout=60.0, watch_config=True)
-    assert config.logging.level == "warning"
+    assert config.logging == LoggingSpec(level="warning", format="json")
     chain = config.chain
     assert (chain.chain_id, chain.slot_duration, chain.max_blocks_without_pow,
             chain.required_btc_confirmations, chain.bitcoin_start_height) == (
@@ -232,7 +233,8 @@ INFINITY = "c0" + "00" * 47
     ('[system]\nwatch_config = "yes"', "system.watch_config", "expected true or false, got 'yes'"),
     ('[logging]\nlevel = "trace"', "logging.level",
      "expected one of debug, info, warning, error; got 'trace'"),
-    ("[logging]\nformat = 'json'", "logging.format", "unknown key"),
+    ("[logging]\nformat = 'xml'", "logging.format", "expected one of text, json; got 'xml'"),
+    ("[logging]\nfile = 'x'", "logging.file", "unknown key"),
     ("chain = 5", "chain", "expected a table, got 5"),
     ("[chain]\ncolour = 1", "chain.colour", "unknown key"),
     ("[chain]\nchain_id = 0", "chain.chain_id", "expected an integer >= 1, got 0"),
