@@ -69,6 +69,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("inject", True, "args {name, fault: memory|cpu|hang, duration, mib, gil} -> "
             "{pid}: the actor suffers the fault (alysctl chaos); CommandError unless "
             "system.fault_injection is true"),
+    Command("logs", False, "args {name: str|None, lines: int, after: int} -> {lines: [{seq, "
+            "time, actor, pid, incarnation, line}], last}: an actor's (or every actor's, "
+            "interleaved) latest output lines, or those after sequence number `after`"),
     Command("version", False, "args {} -> versions of alysd and its libraries, daemon pid"),
     Command("dead_letters", False, "args {limit: int|None} -> {letters: [dead_letters.describe() "
             "of each, newest first], count, evicted, by_reason: {reason: total ever put}}"),

@@ -608,8 +608,6 @@ def format_filters(result: dict) -> str:
     return format_table(table)
 
 
-if __name__ == "__main__":
-    main()
 
 
 @main.group("chaos")
@@ -642,3 +640,38 @@ def chaos_run(obj: dict, scenario_path: str, as_json: bool, seed: int | None) ->
         click.echo(format_report(report))
     if report.failures:
         sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("-n", "lines", type=click.IntRange(min=0), default=50, show_default=True,
+              help="How many of the latest lines.")
+@click.option("-f", "--follow", is_flag=True, help="Then print new lines as they come.")
+@click.pass_obj
+def logs(obj: dict, name: str | None, lines: int, follow: bool) -> None:
+    """What actor NAME (or every actor, interleaved) wrote to its stdout and
+    stderr: the latest lines alysd keeps ([logging] buffer_lines per actor)."""
+    result = _run(obj, "logs", {"name": name, "lines": lines})
+    _print_output(result["lines"], with_actor=name is None)
+    last = result["last"]
+    try:
+        while follow:
+            time.sleep(FOLLOW_INTERVAL)
+            result = _run(obj, "logs", {"name": name, "after": last})
+            _print_output(result["lines"], with_actor=name is None)
+            last = result["last"]
+    except KeyboardInterrupt:
+        pass
+
+
+FOLLOW_INTERVAL = 0.2
+
+
+def _print_output(lines: list[dict], with_actor: bool) -> None:
+    for entry in lines:
+        click.echo(f"{entry['actor']}[{entry['pid']}]: {entry['line']}" if with_actor
+                   else entry["line"])
+
+
+if __name__ == "__main__":
+    main()

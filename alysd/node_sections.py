@@ -159,6 +159,7 @@ class LoggingSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     level: str = "info"
     format: str = "text"
+    buffer_lines: int = 1000    # lines of each actor's output kept for alysctl logs
 
 
 # --- key checkers specific to the node
@@ -311,6 +312,7 @@ SYNC: Schema = {
 LOGGING: Schema = {
     "level": choice(LOG_LEVELS),
     "format": choice(LOG_FORMATS),
+    "buffer_lines": integer(10, 1_000_000),
 }
 
 SECRET_KEYS = frozenset({"bitcoin_rpc_password"})

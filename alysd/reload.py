@@ -76,7 +76,7 @@ _TOML_NAMES = {"class_path": "class"}
 REFUSED_SYSTEM_KEYS = ("system.runtime_dir", "system.state_dir", "system.heartbeat_interval",
                        "system.max_message_bytes", "system.dead_letter_capacity",
                        "system.delivery_timeout", "system.control_group", "logging.level",
-                       "logging.format", "monitoring.listen")
+                       "logging.format", "logging.buffer_lines", "monitoring.listen")
 """Keys whose change needs a restart of alysd: sockets, the state dir, and
 values every actor process was forked with."""
 

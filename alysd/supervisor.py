@@ -57,6 +57,7 @@ import zmq
 import alysd
 from alysd import health, outbox_journal, system_channel, zmq_bus
 from alysd.actor_table import PROCESSING_BUCKETS, ActorTable, Counters
+from alysd.actor_output import ActorOutput
 from alysd.bus_control import BusControl, Recipient, deliver
 from alysd.config import ActorSpec, Config, Restart, SupervisorSpec
 from alysd.control import COMMANDS, CtlReply, request_decoder, request_encoder
@@ -89,7 +90,8 @@ FORK_AHEAD = 4              # successors forked before their turn in an ordered 
 PRELOAD_TIMEOUT = 120.0     # seconds the zygote may take to import every actor class
 MAX_POLL_MS = 1000
 ZYGOTE_EXIT_TIMEOUT = 2.0   # seconds the zygote gets to reap its spares at exit
-FDS_PER_ACTOR = 6           # descriptors the root may hold per actor (channel, /proc files, relay)
+FDS_PER_ACTOR = 7           # fds the root may hold per actor (channel, /proc files, relay, output)
+CRASH_REPORT_LINES = 5      # lines of an ended incarnation's output its crash report quotes
 FDS_BASE = 256
 WATCH_INTERVAL = 1.0        # seconds between two looks at the config file (watch_config)
 
@@ -308,6 +310,8 @@ class Supervisor:
         self.table = ActorTable(list(self.children), spare=max(64, len(self.children)))
         self.zygote = start_zygote(self.config, self.rundir.path, self.table)
         self.vitals = Vitals(self.config, self.table)
+        self.output = ActorOutput(self.config.logging.buffer_lines, self.config.logging.format,
+                                  on_close=self._output_closed)
         try:
             self.vitals.adopt_kernel_caps([os.getpid(), self.zygote.pid])
             become_subreaper()
@@ -320,6 +324,7 @@ class Supervisor:
                     self.notifier.stopping()   # leaving without an orderly shutdown
                 self.notifier.close()
                 self.gate.close()
+                self.output.close()
                 self.vitals.close()
                 if self.monitoring is not None:
                     self.monitoring.close()
@@ -406,6 +411,8 @@ class Supervisor:
                 conn = self.conns.get(fd)
                 if conn is not None:
                     self._system_messages(conn)
+                elif fd in self.output.pipes:
+                    self.output.read(fd)
             if self.exchange is not None and self.exchange.fileno() in fds:
                 self.exchange.serve(self._snapshot)
             for sock in sockets:
@@ -480,28 +487,36 @@ class Supervisor:
     # --- zygote channel -------------------------------------------------------------
 
     def _zygote_events(self) -> None:
-        for msg in self.zygote.receive():
+        for msg, fds in self.zygote.receive():
             if msg is None:
                 self.poller.remove_fd(self.zygote.fileno())
                 return
+            if isinstance(msg, Spawned):
+                self._spawned(msg, fds)
+                continue
+            for fd in fds:
+                os.close(fd)   # only Spawned carries one
             if isinstance(msg, Preloaded):
                 self._preloaded(msg)
             elif isinstance(msg, ImportsChecked):
                 self._imports_checked(msg)
-            elif isinstance(msg, Spawned):
-                self._spawned(msg)
             elif isinstance(msg, SpawnFailed):
                 child = self.children.get(msg.name)
                 if child is not None and child.incarnation == msg.incarnation:
                     self._incarnation_ended(child, LastExit(reason="spawn_failed", at=time.time()))
                     log.error("actor %s: %s", msg.name, msg.error)
             elif isinstance(msg, Exited):
+                # Its last words first: the crash report quotes them.
+                self.output.drain(msg.pid)
                 child = self.by_pid.get(msg.pid)
                 if child is not None:
                     # A kill of ours for a breach says why; the status only says SIGKILL.
                     why = self.vitals.exit_reason(child.name, child.vital)
                     self._incarnation_ended(child, classify(msg.status, pid=msg.pid,
                                                             at=time.time(), reason=why))
+
+    def _output_closed(self, fd: int) -> None:
+        self.poller.remove_fd(fd)
 
     def _preloaded(self, msg: Preloaded) -> None:
         self.booted = True
@@ -514,8 +529,13 @@ class Supervisor:
         for child in self.children.values():
             child.state = State.STARTING
 
-    def _spawned(self, msg: Spawned) -> None:
+    def _spawned(self, msg: Spawned, fds: list[int]) -> None:
         child = self.children.get(msg.name)
+        for fd in fds[1:]:
+            os.close(fd)
+        if fds:
+            self.output.attach(fds[0], msg.name, msg.pid, msg.incarnation)
+            self.poller.add_fd(fds[0])
         if child is None or child.incarnation != msg.incarnation:
             return
         child.spawn_pending = False
@@ -696,9 +716,13 @@ class Supervisor:
         handling = (f"handling {Kind(doing.kind).name.lower()} {doing.message_id} from "
                     f"{doing.sender} for {time.time() - doing.since:.3f}s (crash {crashes} in a "
                     f"row on that message)" if doing else "idle")
+        last = [entry.line for entry in self.output.tail(child.name, CRASH_REPORT_LINES)
+                if entry.pid == exit.pid]
+        words = " | ".join(last) if last else "none"
         log.error("crash report: actor %s (supervisor %s) pid %s incarnation %d exited: %s; "
-                  "it was %s; decision: %s", child.name, child.spec.supervisor, exit.pid,
-                  child.incarnation, _describe(exit), handling, decision,
+                  "it was %s; decision: %s; its last output: %s", child.name,
+                  child.spec.supervisor, exit.pid, child.incarnation, _describe(exit), handling,
+                  decision, words,
                   extra={"event": "crash_report",
                          "message_id": doing.message_id if doing else None})
 
@@ -1334,6 +1358,20 @@ class Supervisor:
                     fault.duration)
         deliver(self._recipient(child), [fault])
         answer(True, {"pid": child.pid})
+
+    def cmd_logs(self, args: dict, answer) -> None:
+        name = args.get("name")
+        if name is not None and name not in self.children:
+            raise UnknownActor(f"no actor named {name!r}", actor=name)
+        lines, after = int(args.get("lines", 50)), int(args.get("after", 0))
+        if after:
+            found = self.output.since(after, name)
+        elif name is not None:
+            found = self.output.tail(name, lines)
+        else:
+            found = self.output.since(0, None, limit=lines) if lines > 0 else []
+        answer(True, {"lines": [msgspec.structs.asdict(entry) for entry in found],
+                      "last": self.output.seq})
 
     def cmd_tell(self, args: dict, answer) -> None:
         answer(True, {"message_id": self._relay_message(args, Kind.TELL, None)[1]})

@@ -58,6 +58,16 @@ log = logging.getLogger("alysd.zygote")
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM)
 
 
+def _output_to(out_r: int, out_w: int) -> None:
+    """In a forked child: stdout and stderr onto the output pipe, line by line
+    (so the last lines before a crash are not left in a buffer)."""
+    os.close(out_r)
+    os.dup2(out_w, 1)
+    os.dup2(out_w, 2)
+    os.close(out_w)
+    sys.stdout.reconfigure(line_buffering=True)
+
+
 class ZygoteHandle:
     """The root's end of the zygote channel."""
 
@@ -77,17 +87,18 @@ class ZygoteHandle:
             self.sock.setblocking(False)
 
     def receive(self) -> list:
-        """Every message waiting on the channel; ``[None]`` marks end of file."""
+        """Every message waiting on the channel, as (message, fds passed with it);
+        ``(None, [])`` marks end of file."""
         out = []
         while True:
             try:
-                data = self.sock.recv(_MAX_DATAGRAM)
+                data, fds, _, _ = socket.recv_fds(self.sock, _MAX_DATAGRAM, 4)
             except BlockingIOError:
                 return out
             if not data:
-                out.append(None)
+                out.append((None, []))
                 return out
-            out.append(zygote_decoder.decode(data))
+            out.append((zygote_decoder.decode(data), fds))
 
     def close(self) -> None:
         self.sock.close()
@@ -122,7 +133,8 @@ class _Zygote:
         self.config = config
         self.runtime_dir = runtime_dir
         self.children: dict[int, tuple[str, int]] = {}
-        self.spares: list[tuple[int, int]] = []   # (pid, write end of its boot pipe)
+        # (pid, write end of its boot pipe, read end of its output pipe)
+        self.spares: list[tuple[int, int, int]] = []
         self.refill_at: float | None = None         # when to fork the next warm spare
 
     def run(self) -> int:
@@ -179,8 +191,9 @@ class _Zygote:
     def _exit(self) -> int:
         """Leave without an orphan: spares are killed and reaped here (the actors are
         the root's to stop; any still alive die with us through PDEATHSIG)."""
-        for pid, fd in self.spares:
+        for pid, fd, out in self.spares:
             os.close(fd)
+            os.close(out)
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
@@ -213,8 +226,9 @@ class _Zygote:
         self.directory = self.directory.with_topology(topology)
         # A spare holds the directory and slots of its fork: it leaves (its boot
         # pipe closes) and a new one inherits the new ones.
-        for _, fd in self.spares:
+        for _, fd, out in self.spares:
             os.close(fd)
+            os.close(out)
         self.spares = []
         self._top_up_spares()
 
@@ -235,25 +249,32 @@ class _Zygote:
         # A spare saves latency, and only an incarnation that starts at once needs
         # that; one forked ahead to wait for its turn forks directly, which costs
         # less CPU in total (no rehearsal) and keeps a big ordered start fast.
-        pid = None if boot.wait_for_go else self._assign_spare(boot)
-        if pid is None:
+        forked = None if boot.wait_for_go else self._assign_spare(boot)
+        if forked is None:
             try:
-                pid = self._fork(self._become_actor, boot, None)
+                forked = self._fork(self._become_actor, boot, None)
             except OSError as exc:
                 self._tell(SpawnFailed(boot.spec.name, boot.incarnation, f"fork failed: {exc}"))
                 return
+        pid, output = forked
         self.children[pid] = (boot.spec.name, boot.incarnation)
-        self._tell(Spawned(boot.spec.name, boot.incarnation, pid))
+        # The read end of its stdout and stderr goes to the root, which reads them.
+        try:
+            self._tell(Spawned(boot.spec.name, boot.incarnation, pid), fds=[output])
+        finally:
+            os.close(output)
         if len(self.spares) < WARM_SPARES and self.refill_at is None:
             # Not now: forking the next spare would compete for the CPU with the
             # incarnation that is starting (p90 of a restart 5 ms -> 2.5 ms here).
             self.refill_at = time.monotonic() + SPARE_REFILL_DELAY
 
-    def _fork(self, body, *args) -> int:
-        """Fork a child that runs ``body(*args)`` and exits with its result."""
+    def _fork(self, body, *args) -> tuple[int, int]:
+        """Fork a child that runs ``body(*args)`` and exits with its result, its
+        stdout and stderr on a pipe; (its pid, the pipe's read end)."""
         sys.stdout.flush()
         sys.stderr.flush()
         zygote_pid = os.getpid()
+        out_r, out_w = os.pipe()
         # Until the child has dropped the zygote's handlers, a signal sent to it
         # (a stop of the actor it becomes) would run them and write to the
         # zygote's wakeup fd, and the zygote would take it for its own (a
@@ -264,10 +285,13 @@ class _Zygote:
             pid = os.fork()
         except OSError:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(out_r)
+            os.close(out_w)
             raise
         if pid == 0:
             code = ExitCode.CRASH
             try:
+                _output_to(out_r, out_w)
                 self._after_fork(zygote_pid)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 code = body(*args)
@@ -278,11 +302,12 @@ class _Zygote:
                 sys.stderr.flush()
                 os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(out_w)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
         except OSError:
             pass
-        return pid
+        return pid, out_r
 
     def _after_fork(self, zygote_pid: int) -> None:
         """Child hygiene: own process group, die with the zygote, none of its fds or handlers."""
@@ -294,8 +319,9 @@ class _Zygote:
         self.sock.close()
         self.wake_r.close()
         self.wake_w.close()
-        for _, fd in self.spares:
+        for _, fd, out in self.spares:
             os.close(fd)
+            os.close(out)
         self.spares = []
 
     # --- warm spares -------------------------------------------------------------
@@ -307,24 +333,26 @@ class _Zygote:
         while len(self.spares) < WARM_SPARES:
             r, w = os.pipe()
             try:
-                pid = self._fork(self._become_spare, r, w)
+                pid, out = self._fork(self._become_spare, r, w)
             except OSError as exc:
                 os.close(r)
                 os.close(w)
                 log.warning("cannot fork a warm spare: %s", exc)
                 return
             os.close(r)
-            self.spares.append((pid, w))
+            self.spares.append((pid, w, out))
 
-    def _assign_spare(self, boot: ActorBoot) -> int | None:
-        """Hand ``boot`` to a waiting spare; its pid, or None when none is usable."""
+    def _assign_spare(self, boot: ActorBoot) -> tuple[int, int] | None:
+        """Hand ``boot`` to a waiting spare; (its pid, the read end of its output),
+        or None when none is usable."""
         while self.spares:
-            pid, fd = self.spares.pop(0)
+            pid, fd, out = self.spares.pop(0)
             data = system_encoder.encode(boot)
             try:
                 os.write(fd, len(data).to_bytes(4, "big") + data)
-                return pid
+                return pid, out
             except OSError:
+                os.close(out)
                 continue  # that spare died; _reap() collects it
             finally:
                 os.close(fd)
@@ -364,8 +392,11 @@ class _Zygote:
         from alysd.proc_actor import run_actor
         return run_actor(boot, self.directory, self.table, cls, endpoints)
 
-    def _tell(self, msg) -> None:
-        self.sock.send(system_encoder.encode(msg))
+    def _tell(self, msg, fds: list[int] = ()) -> None:
+        if fds:
+            socket.send_fds(self.sock, [system_encoder.encode(msg)], fds)
+        else:
+            self.sock.send(system_encoder.encode(msg))
 
     def _drain_wakeups(self) -> set[int]:
         """The signal numbers that woke us."""
@@ -386,6 +417,7 @@ class _Zygote:
             if spare is not None:
                 self.spares.remove(spare)
                 os.close(spare[1])
+                os.close(spare[2])
                 log.warning("a warm spare (pid %d) died before use (status %d)", pid, status)
 
 

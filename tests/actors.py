@@ -414,3 +414,18 @@ class Fetcher(Actor):
         import urllib.request
         with urllib.request.urlopen(ctx.config["url"], timeout=10) as response:
             return response.read().decode()
+
+
+class Talker(Actor):
+    """Writes what it is told: ``{"say": text}`` prints it to stdout and logs it
+    at warning level; ``{"die": text}`` writes it to stderr and exits at once
+    (status 1), as a crash would."""
+
+    def handle_message(self, m, ctx):
+        import sys
+        if "say" in m:
+            print(m["say"])
+            ctx.log.warning("said %s", m["say"])
+            return "said"
+        sys.stderr.write(m["die"] + "\n")
+        os._exit(1)

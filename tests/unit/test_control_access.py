@@ -22,7 +22,7 @@ OPS = 2000
 POLICY = AccessPolicy(owner_uid=OWNER, group_gid=OPS, group_name="alysd-ops")
 PRIVATE = AccessPolicy(owner_uid=OWNER)
 
-READ_ONLY = {"status", "tree", "version", "dead_letters", "filter_list"}
+READ_ONLY = {"status", "tree", "version", "dead_letters", "filter_list", "logs"}
 
 
 # --- roles ------------------------------------------------------------------------------

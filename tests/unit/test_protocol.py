@@ -78,7 +78,7 @@ def test_ctl_reply_with_error_gives_the_typed_exception(exc, cls, text):
 
 def test_every_command_is_documented():
     assert set(COMMANDS) == {"status", "tree", "restart", "stop", "start", "reset", "send",
-                             "tell", "inject", "version", "dead_letters", "dead_letters_replay",
+                             "tell", "inject", "logs", "version", "dead_letters", "dead_letters_replay",
                              "dead_letters_purge", "filter_add", "filter_list", "filter_remove",
                              "reload"}
     for name, cmd in COMMANDS.items():
