@@ -673,5 +673,23 @@ def _print_output(lines: list[dict], with_actor: bool) -> None:
                    else entry["line"])
 
 
+@main.command()
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.pass_obj
+def backup(obj: dict, dest: str) -> None:
+    """Copy alysd's durable state (its LMDB environments) to DEST, online.
+
+    Restore: stop alysd, copy DEST/NAME back over STATE_DIR/NAME, start it.
+    """
+    from alysd.backup import backup as copy_state
+
+    info = _run(obj, "version")
+    with _exit_on_error("backup"):
+        sizes = copy_state(info["state_dir"], dest)
+    for name, size in sizes.items():
+        click.echo(f"{name}: {size} bytes")
+    click.echo(f"backed up {len(sizes)} environments of {info['state_dir']} to {dest}")
+
+
 if __name__ == "__main__":
     main()

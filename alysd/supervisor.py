@@ -1884,6 +1884,7 @@ class Supervisor:
 
     def cmd_version(self, args: dict, answer) -> None:
         answer(True, version_info() | {"pid": os.getpid(), "runtime_dir": self.rundir.path,
+                                       "state_dir": os.path.abspath(self.state_dir),
                                        "config": self.config.source,
                                        "uptime_s": round(time.monotonic() - self.started_mono, 3),
                                        "rejected_frames": self.bad_frames,
