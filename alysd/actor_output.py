@@ -29,10 +29,11 @@ import time
 
 import msgspec
 
+from alysd.log_format import json_line
+
 MAX_LINE = 64 * 1024          # a longer line is cut there
 READ_CHUNK = 64 * 1024        # read at most this much from one pipe per pass
 _DATED = re.compile(rb"\d{4}-\d\d-\d\d ")
-_encode = msgspec.json.Encoder().encode
 
 
 class OutputLine(msgspec.Struct, frozen=True):
@@ -154,12 +155,9 @@ class ActorOutput:
         if self.fmt == "json":
             if raw.startswith(b"{"):
                 return raw + b"\n"
-            return _encode({
-                "time": datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
-                        .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "level": "info", "logger": f"alysd.actor.{pipe.actor}", "pid": pipe.pid,
-                "actor": pipe.actor, "incarnation": pipe.incarnation, "message_id": None,
-                "event": "output", "message": text}) + b"\n"
+            return json_line(created=now, level="info", logger=f"alysd.actor.{pipe.actor}",
+                             pid=pipe.pid, actor=pipe.actor, incarnation=pipe.incarnation,
+                             message=text, event="output") + b"\n"
         if _DATED.match(raw):
             return raw + b"\n"
         stamp = datetime.datetime.fromtimestamp(now).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]

@@ -50,25 +50,32 @@ def set_context(actor: str | None, incarnation: int | None) -> None:
     _context["actor"], _context["incarnation"] = actor, incarnation
 
 
+def json_line(*, created: float, level: str, logger: str, pid: int, actor: str | None,
+              incarnation: int | None, message: str, message_id: int | None = None,
+              event: str | None = None, exc: str | None = None) -> bytes:
+    """One log line in the JSON format (without its newline)."""
+    line = {
+        "time": datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
+                .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "level": level, "logger": logger, "pid": pid, "actor": actor,
+        "incarnation": incarnation, "message_id": message_id, "event": event,
+        "message": message,
+    }
+    if exc is not None:
+        line["exc"] = exc
+    return _encode(line)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record (see the module)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-                    .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "actor": _context["actor"],
-            "incarnation": _context["incarnation"],
-            "message_id": getattr(record, "message_id", None),
-            "event": getattr(record, "event", None),
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return _encode(line).decode()
+        return json_line(
+            created=record.created, level=record.levelname.lower(), logger=record.name,
+            pid=record.process, actor=_context["actor"], incarnation=_context["incarnation"],
+            message=record.getMessage(), message_id=getattr(record, "message_id", None),
+            event=getattr(record, "event", None),
+            exc=self.formatException(record.exc_info) if record.exc_info else None).decode()
 
 
 class RepeatFilter(logging.Filter):
