@@ -43,6 +43,14 @@ MONITOR_INTERVAL = 0.02
 
 
 @dataclass
+class _Undo:
+    """What the run has in place and must take back, even when it fails."""
+
+    filters: list[int] = field(default_factory=list)    # bus filter ids
+    paused: list[int] = field(default_factory=list)     # SIGSTOPped pids
+
+
+@dataclass
 class _Readings:
     """What the monitor saw, per actor."""
 
@@ -63,7 +71,7 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
     _observe(readings, rows, time.monotonic())   # faults at 0s strike what runs now
     rng = random.Random(seed)
     applied: list[str] = []
-    filters: list[int] = []
+    undo = _Undo()
     stop = threading.Event()
     traffic = _TrafficCounts()
     # Proxies stand for the whole run, so connections through them outlive the fault.
@@ -81,18 +89,21 @@ def run(scenario: Scenario, rundir: RuntimeDir, *, seed: int | None = None) -> R
     try:
         for when, action in _timeline(scenario, proxies):
             _sleep_until(start + when, stop)
-            applied += action(client, actors_under, readings, rng, filters)
+            applied += action(client, actors_under, readings, rng, undo)
         _sleep_until(start + scenario.duration, stop)
         faults_end = start + scenario.faults_end
         deadline = max(time.monotonic(), faults_end) + scenario.recover_within
         while time.monotonic() < deadline and not _all_recovered(readings):
             time.sleep(MONITOR_INTERVAL)
     finally:
-        for rule in filters:
+        # Whatever happened, nothing of the scenario stays in place.
+        for rule in undo.filters:
             try:
                 client.call("filter_remove", {"id": rule})
             except (AlysdError, NoDaemon):
                 pass
+        for pid in undo.paused:
+            _signal(pid, signal.SIGCONT)
         stop.set()
         for thread in threads:
             thread.join(10)
@@ -137,7 +148,7 @@ def _running(readings: _Readings) -> list[str]:
 
 
 def _kill(fault: Fault):
-    def action(client, actors_under, readings, rng, filters):
+    def action(client, actors_under, readings, rng, undo):
         name = pick(fault.target, actors_under, _running(readings), rng)
         if name is None:
             return [f"kill {fault.target}: nothing running to kill"]
@@ -148,7 +159,7 @@ def _kill(fault: Fault):
 
 
 def _slow(fault: Fault, proxy: EndpointProxy, on: bool):
-    def action(client, actors_under, readings, rng, filters):
+    def action(client, actors_under, readings, rng, undo):
         where = f"{fault.listen[0]}:{fault.listen[1]} -> {fault.upstream[0]}:{fault.upstream[1]}"
         if on:
             proxy.slowed.set()
@@ -160,7 +171,7 @@ def _slow(fault: Fault, proxy: EndpointProxy, on: bool):
 
 
 def _inject(fault: Fault):
-    def action(client, actors_under, readings, rng, filters):
+    def action(client, actors_under, readings, rng, undo):
         name = pick(fault.target, actors_under, _running(readings), rng)
         if name is None:
             return [f"{fault.kind.value} {fault.target}: nothing running to strike"]
@@ -174,27 +185,29 @@ def _inject(fault: Fault):
 
 
 def _pause(fault: Fault, holder: dict):
-    def action(client, actors_under, readings, rng, filters):
+    def action(client, actors_under, readings, rng, undo):
         name = pick(fault.target, actors_under, _running(readings), rng)
         if name is None:
             return [f"pause {fault.target}: nothing running to pause"]
         holder["pid"], holder["name"] = readings.last[name]["pid"], name
         _signal(holder["pid"], signal.SIGSTOP)
+        undo.paused.append(holder["pid"])
         return [f"SIGSTOP {name} for {fault.duration:g}s"]
     return action
 
 
 def _resume(holder: dict):
-    def action(client, actors_under, readings, rng, filters):
+    def action(client, actors_under, readings, rng, undo):
         if "pid" not in holder:
             return []
         _signal(holder["pid"], signal.SIGCONT)
+        undo.paused.remove(holder["pid"])
         return [f"SIGCONT {holder['name']}"]
     return action
 
 
 def _install(fault: Fault, holder: dict):
-    def action(client, actors_under, readings, rng, filters):
+    def action(client, actors_under, readings, rng, undo):
         rules = []
         if fault.kind is FaultKind.PARTITION:
             one, other = (_members(group, actors_under) for group in fault.groups)
@@ -209,16 +222,16 @@ def _install(fault: Fault, holder: dict):
             what = (f"{fault.kind.value} {fault.sender or '*'} -> {fault.receiver or '*'} "
                     f"rate {fault.rate:g}")
         holder["ids"] = [client.call("filter_add", rule)["id"] for rule in rules]
-        filters.extend(holder["ids"])
+        undo.filters.extend(holder["ids"])
         return [f"{what} for {fault.duration:g}s ({len(rules)} filters)"]
     return action
 
 
 def _uninstall(holder: dict):
-    def action(client, actors_under, readings, rng, filters):
+    def action(client, actors_under, readings, rng, undo):
         for rule in holder.get("ids", ()):
             client.call("filter_remove", {"id": rule})
-            filters.remove(rule)
+            undo.filters.remove(rule)
         return []
     return action
 

@@ -175,8 +175,8 @@ class Opener:
         """The header and payload of a frame that passes every check; raises
         ``SealRefused`` otherwise. Remembers what it opened."""
         if len(frame) > self.max_bytes:
-            raise SealRefused(SealReason.OVERSIZED,
-                              f"frame of {len(frame)} bytes exceeds the {self.max_bytes}-byte limit")
+            raise SealRefused(SealReason.OVERSIZED, f"frame of {len(frame)} bytes exceeds the "
+                              f"{self.max_bytes}-byte limit")
         try:
             outer = _sealed_decoder.decode(frame)
         except _DECODE_ERRORS as exc:

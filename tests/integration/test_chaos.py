@@ -312,3 +312,32 @@ duration = "0.6s"
     assert report["failures"] == ["3 restarts, over max_restarts = 1"]
     count = d.request("counter", {"op": "get"})
     assert count > report["answered"]          # each request handled twice
+
+
+def test_a_run_that_fails_midway_takes_its_faults_back(start_daemon, short_tmp):
+    import psutil
+
+    d = start_daemon(tree_toml(actor_toml("a", "actors.examples:Echo"),
+                               actor_toml("b", "actors.examples:Echo")))
+    path = scenario_file(short_tmp, '''
+duration = "2s"
+[[faults]]
+kind = "pause"
+target = "a"
+duration = "2s"
+[[faults]]
+kind = "partition"
+groups = [["a"], ["b"]]
+duration = "2s"
+[[faults]]
+kind = "memory"
+target = "b"
+mib = 10
+at = "0.2s"
+duration = "1s"
+''')
+    out = CliRunner().invoke(main, ["--runtime-dir", d.rundir.path, "chaos", "run", path])
+    assert out.exit_code == 1 and "fault injection is off" in out.output
+    assert psutil.Process(d.actor_pid("a")).status() != psutil.STATUS_STOPPED
+    assert d.call("filter_list")["filters"] == []
+    assert d.request("a", "still here") == "still here"
