@@ -42,6 +42,7 @@ import msgspec
 
 from alysd.control import Command
 from alysd.errors import ConfigError, ConfigIssue, PermissionDenied
+from alysd.log_format import AUDIT
 from alysd.log_throttle import LogThrottle
 
 log = logging.getLogger("alysd.control")
@@ -53,7 +54,6 @@ ZAP_DOMAIN = "alysd-control"
 domain is set."""
 ZAP_VERSION = b"1.0"
 GROUP_KEY = "system.control_group"
-AUDIT = "audit"     # the event of an audit line: never held back as a repeat (alysd.log_format)
 GROUPS_TTL = 60.0   # seconds a uid's groups, as the databases gave them, are used again
 
 

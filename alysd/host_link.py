@@ -166,21 +166,21 @@ class HostLink(Actor):
             return None
         if isinstance(message, Expired):
             record = record_decoder.decode(message.record)
-            return self._dead_letter(ctx, Reason.TIMEOUT, record, message.detail)
+            return self._refused_remote(ctx, Reason.TIMEOUT, record, message.detail)
         return self.transport.status()
 
     def _send(self, message: _RemoteOut, ctx) -> None:
-        sender = ctx.message.metadata.from_actor if ctx.message is not None else ctx.name
-        record = OutRecord(message.node, self.ids.next(), sender, message.to,
+        record = OutRecord(message.node, self.ids.next(), ctx.message.metadata.from_actor,
+                           message.to,
                            bytes(message.message), message.sensitive, time.time())
         peer = self.peers.get(message.node)
         if peer is None:
-            self._dead_letter(ctx, Reason.UNKNOWN_ACTOR, record,
-                              f"no peer node {message.node!r} in network.peers")
+            self._refused_remote(ctx, Reason.UNKNOWN_ACTOR, record,
+                                 f"no peer node {message.node!r} in network.peers")
             raise UnknownActor(f"no peer node {message.node!r}", actor=message.node)
         if message.sensitive and peer.public_key is None:
-            self._dead_letter(ctx, Reason.DENIED, record, f"a sensitive message to node "
-                              f"{message.node!r}, which is not reached over CURVE")
+            self._refused_remote(ctx, Reason.DENIED, record, f"a sensitive message to node "
+                                 f"{message.node!r}, which is not reached over CURVE")
             raise PermissionDenied(f"a sensitive message goes only over CURVE; node "
                                    f"{message.node!r} has no public_key", actor=message.node)
         self.outbox.add(record)
@@ -196,11 +196,9 @@ class HostLink(Actor):
         (dead-lettered on this node; sending it again could not help)."""
         origin = f"{message.from_actor}@{message.origin}"
         if message.to_actor == ctx.name:
-            frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, 0, message.payload,
-                                            sender=ctx.name, target=ctx.name, origin=origin)
-            ctx._p.sink.add(Reason.UNKNOWN_ACTOR, sender=ctx.name, target=ctx.name,
-                            message_id=0, frame=frame, detail=f"from {origin}: the host link "
-                            "takes no messages from other nodes for itself")
+            _dead_letter(ctx, Reason.UNKNOWN_ACTOR, ctx.name, message.payload,
+                         f"from {origin}: the host link takes no messages from other nodes "
+                         "for itself", origin=origin)
         else:
             try:
                 ctx._p.courier.tell(message.to_actor, zmq_bus.Kind.TELL,
@@ -212,14 +210,22 @@ class HostLink(Actor):
                 ctx.log.warning("a message from %s for %s was refused: %s", origin,
                                 message.to_actor, exc)
 
-    def _dead_letter(self, ctx, reason: Reason, record: OutRecord, detail: str) -> None:
-        frame = zmq_bus.encode_envelope(
-            zmq_bus.Kind.TELL, 0, Remote(node=record.node, to=record.to_actor,
-                                         message=msgspec.Raw(record.payload),
-                                         sensitive=record.sensitive),
-            sender=record.from_actor, target=ctx.name)
-        ctx._p.sink.add(reason, sender=record.from_actor, target=ctx.name, message_id=0,
-                        frame=frame, detail=detail)
+    @staticmethod
+    def _refused_remote(ctx, reason: Reason, record: OutRecord, detail: str) -> None:
+        """Dead-letter a ``Remote`` this link will not send, as it was sent to it."""
+        _dead_letter(ctx, reason, record.from_actor,
+                     Remote(node=record.node, to=record.to_actor,
+                            message=msgspec.Raw(record.payload), sensitive=record.sensitive),
+                     detail)
+
+
+def _dead_letter(ctx, reason: Reason, sender: str, message, detail: str,
+                 origin: str | None = None) -> None:
+    """Put ``message`` (to this link, from ``sender``) in the dead-letter queue."""
+    frame = zmq_bus.encode_envelope(zmq_bus.Kind.TELL, 0, message, sender=sender,
+                                    target=ctx.name, origin=origin)
+    ctx._p.sink.add(reason, sender=sender, target=ctx.name, message_id=0, frame=frame,
+                    detail=detail)
 
 
 def _link_settings(ctx) -> LinkSettings:

@@ -37,7 +37,6 @@ MAX_RTO = 4.0               # ...nor, backing off, later than this after the pre
 INITIAL_RTO = 1.0           # before the first acknowledgement was timed
 UNSENT_RETRY = 0.01         # s between tries to hand the actor what its inbox had no room for
 REMOVE_EVERY = 0.05         # s: acknowledged messages leave the outbox together
-FORGED = "forged"           # refused: a peer's connection speaking for another node
 
 
 class Inbound(msgspec.Struct, array_like=True, frozen=True):
@@ -371,17 +370,13 @@ class Transport(threading.Thread):
             return None
         return opened
 
-    def _refuse_forged(self, detail: str) -> None:
-        self._refuse(FORGED, detail)
-
-    def _refuse(self, reason: SealReason | str, detail: str) -> None:
-        reason = getattr(reason, "value", reason)
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-        left_out = self._throttle.admit(reason)
+    def _refuse(self, reason: SealReason, detail: str) -> None:
+        self.refused[reason.value] = self.refused.get(reason.value, 0) + 1
+        left_out = self._throttle.admit(reason.value)
         if left_out is not None:
             more = f" ({left_out} more since the last line)" if left_out else ""
             log.warning("%s: refused a frame from another host (%s): %s%s",
-                        self.actor_name, reason, detail, more)
+                        self.actor_name, reason.value, detail, more)
 
     def _receive_data(self) -> None:
         sock, taken = self.server.sock, []
@@ -402,8 +397,8 @@ class Transport(threading.Thread):
             # peer's key speaks for that peer only.
             speaks_for = self.names_by_key.get(frame.get("User-Id")) if self.curve else None
             if speaks_for is not None and header.origin != speaks_for:
-                self._refuse_forged(f"node {speaks_for!r} sent a message claiming to come "
-                                    f"from {header.origin!r}")
+                self._refuse(SealReason.FORGED, f"node {speaks_for!r} sent a message "
+                             f"claiming to come from {header.origin!r}")
                 continue
             key = (header.origin, header.message_id)
             if opened.duplicate:
@@ -450,8 +445,8 @@ class Transport(threading.Thread):
             if opened is None:
                 continue
             if opened.header.origin != node:
-                self._refuse_forged(f"the connection to node {node!r} carried an "
-                                    f"acknowledgement from {opened.header.origin!r}")
+                self._refuse(SealReason.FORGED, f"the connection to node {node!r} carried "
+                             f"an acknowledgement from {opened.header.origin!r}")
                 continue
             for message_id in opened.header.acks:
                 item = boxes.pop(message_id, None)

@@ -40,6 +40,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 REPEAT_BURST = 20        # lines from one place...
 REPEAT_PER = 60.0        # ...per this many seconds; the rest are counted
 MAX_PLACES = 4096        # places remembered before the quiet ones are forgotten
+AUDIT = "audit"          # the event of an audit line (who ran which command): never held back
 
 _context: dict[str, object] = {"actor": None, "incarnation": None}
 _encode = msgspec.json.Encoder().encode
@@ -87,8 +88,8 @@ class RepeatFilter(logging.Filter):
         self.throttle = LogThrottle(burst=burst, per=per, clock=clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "event", None) == "audit":
-            return True      # who changed what: every line kept
+        if getattr(record, "event", None) == AUDIT:
+            return True
         if len(self.throttle) > MAX_PLACES:
             self.throttle.forget_quiet()
         left_out = self.throttle.admit(f"{record.name}\0{record.levelno}\0{record.msg}")

@@ -95,6 +95,9 @@ class SealReason(enum.Enum):
     STALE = "stale"
     FUTURE = "future"
     REPLAYED = "replayed"
+    # Decided by the host link, not by the opener: a peer's CURVE key used to
+    # speak for another node.
+    FORGED = "forged"
 
 
 class SealRefused(AlysdError):
